@@ -1,0 +1,148 @@
+"""What every backbone offers on top of the layer protocol: densities of integer images,
+bits/dim, samples and embeddings.
+
+A backbone's ``forward(u) -> (z, logdet)`` maps a dequantised image ``u`` in ``[0, 1)^D``,
+shape ``(B, C, H, W)``, to a latent ``z`` of the same shape under a standard normal base;
+``logdet`` includes the preprocessing's. ``log_prob(x)`` and friends take integer pixels.
+
+Example:
+    >>> import torch
+    >>> from hybridflow import create_backbone
+    >>> flow = create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2).eval()
+    >>> x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    >>> flow.bits_per_dim(x).shape
+    torch.Size([4])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..flows import NUM_BINS, Centre, Flow, check_pixels, dequantize, quantize
+
+__all__ = ["FlowBackbone", "standard_normal_log_prob"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """``log N(z; 0, I)`` summed over all but the batch dimension."""
+    return -0.5 * (z.pow(2) + _LOG_2PI).flatten(1).sum(1)
+
+
+class FlowBackbone(Flow):
+    """Base class of MixerFlow, Glow and friends.
+
+    Subclasses set ``self.body`` (a :class:`Flow` on centred images) or override
+    ``_body_forward`` / ``_body_inverse``, and may override ``_pool`` for ``embed(pooled=True)``.
+    In evaluation mode the dequantisation noise is drawn from a generator seeded with
+    ``eval_seed``, so ``log_prob`` is deterministic for a given batch.
+    """
+
+    eval_seed: int = 0
+
+    def __init__(self, input_shape: tuple[int, int, int], preprocess: Flow | None = None) -> None:
+        super().__init__()
+        self.input_shape = _check_input_shape(input_shape)
+        self.preprocess = preprocess if preprocess is not None else Centre()
+
+    # -- the flow itself ------------------------------------------------------------------
+    def _body_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.body(x)
+
+    def _body_inverse(self, z: Tensor) -> Tensor:
+        return self.body.inverse(z)
+
+    def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        x, logdet_pre = self.preprocess(u)
+        z, logdet = self._body_forward(x)
+        return z, logdet + logdet_pre
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return self.preprocess.inverse(self._body_inverse(z))
+
+    # -- densities ----------------------------------------------------------------------------
+    @property
+    def num_dims(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.input_shape
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def dequantize(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> Tensor:
+        """Validate integer pixels and dequantise them (seeded noise in evaluation mode)."""
+        pixels = check_pixels(x, self.input_shape).to(self._device())
+        generator = None if self.training else torch.Generator().manual_seed(self.eval_seed)
+        return dequantize(pixels, noise=noise, generator=generator)
+
+    def encode(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> tuple[Tensor, Tensor]:
+        """One pass over integer pixels: the latent ``z`` and ``log p(x)`` in nats.
+
+        ``log p(x) = log N(z) + log|det| - D log 256`` is the log-probability of the integer
+        image (the dequantisation lower bound), so ``bits/dim = -log p(x) / (D ln 2)``.
+        """
+        z, logdet = self(self.dequantize(x, noise))
+        log_prob = standard_normal_log_prob(z) + logdet - self.num_dims * math.log(NUM_BINS)
+        return z, log_prob
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Per-image log-likelihood in nats of integer pixels ``x`` (B, C, H, W)."""
+        return self.encode(x)[1]
+
+    def bits_per_dim(self, x: Tensor) -> Tensor:
+        """Per-image bits per dimension of integer pixels ``x`` (the 8-bit offset included)."""
+        return -self.log_prob(x) / (self.num_dims * math.log(2))
+
+    # -- generation and embeddings --------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` images as ``uint8`` (n, C, H, W), from ``z ~ N(0, temperature^2 I)``."""
+        if n < 1:
+            raise ValueError(f"number of samples must be positive, got {n}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be non-negative, got {temperature}")
+        was_training = self.training
+        self.eval()  # BatchNorm in the conditioners must use its running statistics
+        try:
+            z = torch.randn((n, *self.latent_shape), generator=generator).to(self._device()) * temperature
+            u = self.inverse(z)
+        finally:
+            self.train(was_training)
+        return quantize(torch.nan_to_num(u, nan=0.5))
+
+    def embed(self, x: Tensor, pooled: bool = False) -> Tensor:
+        """The latent of integer pixels, flattened ``(B, D)`` (midpoint dequantisation, so it does
+        not depend on noise or on the batch); ``pooled=True`` averages it over spatial positions."""
+        z, _ = self(self.dequantize(x, noise="midpoint"))
+        return self._pool(z) if pooled else z.flatten(1)
+
+    def _pool(self, z: Tensor) -> Tensor:
+        return z.mean(dim=(2, 3))
+
+    def _device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def extra_repr(self) -> str:
+        return f"input_shape={self.input_shape}, num_params={self.num_params:,}"
+
+
+def _check_input_shape(input_shape) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
+    if shape[0] not in (1, 3):
+        raise ValueError(f"input_shape must have 1 or 3 channels, got {shape[0]}")
+    if min(shape[1:]) < 1:
+        raise ValueError(f"input_shape must have a positive height and width, got {shape}")
+    return shape

@@ -1,0 +1,105 @@
+"""Glow (Kingma & Dhariwal, 2018), the multi-scale baseline.
+
+``num_levels`` levels of: squeeze, ``num_steps`` steps of (ActNorm, invertible 1x1 convolution,
+affine coupling with a convolutional conditioner), then, except at the last level, a split whose
+factored-out half is scored under a Gaussian whose mean and scale are predicted from the kept
+half (the learned prior). The factored-out halves are whitened by that prior and put back in
+place, so ``forward`` returns a latent of the input's shape under a standard normal.
+
+Example:
+    >>> import torch
+    >>> glow = Glow((1, 8, 8), num_levels=2, num_steps=2, hidden=16)
+    >>> u = torch.rand(3, 1, 8, 8)
+    >>> z, logdet = glow(u)
+    >>> tuple(z.shape), torch.allclose(glow.inverse(z), u, atol=1e-5)
+    ((3, 1, 8, 8), True)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..flows import ActNorm, AffineCoupling, ConvConditioner, Flow, FlowSequence, InvConv1x1, Squeeze, soft_clamp
+from .base import FlowBackbone
+
+__all__ = ["Glow", "GlowLevel", "glow_step"]
+
+
+def glow_step(channels: int, hidden: int, scale_bound: float = 3.0) -> FlowSequence:
+    """ActNorm, invertible 1x1 convolution (random rotation init), affine coupling."""
+    half = channels // 2
+    conditioner = ConvConditioner(half, 2 * (channels - half), hidden)
+    return FlowSequence(
+        ActNorm((channels, 1, 1)),
+        InvConv1x1(channels, init="random"),
+        AffineCoupling(channels, conditioner, dim=1, scale_bound=scale_bound),
+    )
+
+
+class GlowLevel(Flow):
+    """One scale: squeeze, steps, then split off half the channels and recurse on the rest."""
+
+    def __init__(self, channels: int, levels_left: int, num_steps: int, hidden: int, prior_bound: float = 6.0) -> None:
+        super().__init__()
+        channels = channels * 4
+        self.squeeze = Squeeze()
+        self.steps = FlowSequence(*(glow_step(channels, hidden) for _ in range(num_steps)))
+        self.prior_bound = prior_bound
+        if levels_left > 1:
+            self.kept = channels // 2
+            factored = channels - self.kept
+            self.prior = nn.Conv2d(self.kept, 2 * factored, 3, padding=1)
+            nn.init.zeros_(self.prior.weight)
+            nn.init.zeros_(self.prior.bias)
+            self.inner = GlowLevel(self.kept, levels_left - 1, num_steps, hidden, prior_bound)
+        else:
+            self.inner = None
+
+    def _prior(self, kept: Tensor) -> tuple[Tensor, Tensor]:
+        mean, raw = self.prior(kept).chunk(2, dim=1)
+        return mean, soft_clamp(raw, self.prior_bound)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, _ = self.squeeze(x)
+        y, logdet = self.steps(y)
+        if self.inner is not None:
+            kept, factored = y[:, : self.kept], y[:, self.kept :]
+            mean, log_std = self._prior(kept)
+            factored = (factored - mean) * torch.exp(-log_std)
+            kept, logdet_inner = self.inner(kept)
+            logdet = logdet + logdet_inner - log_std.flatten(1).sum(1)
+            y = torch.cat([kept, factored], dim=1)
+        return self.squeeze.inverse(y), logdet
+
+    def inverse(self, z: Tensor) -> Tensor:
+        y, _ = self.squeeze(z)
+        if self.inner is not None:
+            kept = self.inner.inverse(y[:, : self.kept])
+            mean, log_std = self._prior(kept)
+            y = torch.cat([kept, y[:, self.kept :] * torch.exp(log_std) + mean], dim=1)
+        return self.squeeze.inverse(self.steps.inverse(y))
+
+
+class Glow(FlowBackbone):
+    """Multi-scale Glow on images of ``input_shape`` (C, H, W); H and W must be divisible by
+    ``2 ** num_levels``.
+
+    Args:
+        num_levels: number of scales ``L``.
+        num_steps: flow steps ``K`` per scale.
+        hidden: channels of the coupling conditioners.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], num_levels: int = 3, num_steps: int = 32,
+                 hidden: int = 512) -> None:
+        super().__init__(input_shape)
+        c, h, w = self.input_shape
+        if num_levels < 1 or num_steps < 1 or hidden < 1:
+            raise ValueError("num_levels, num_steps and hidden must be positive")
+        factor = 2 ** num_levels
+        if h % factor or w % factor:
+            raise ValueError(f"Glow with {num_levels} levels needs height and width divisible by {factor}, "
+                             f"got {h}x{w}")
+        self.body = GlowLevel(c, num_levels, num_steps, hidden)
+        self.config = dict(num_levels=num_levels, num_steps=num_steps, hidden=hidden)

@@ -1,0 +1,141 @@
+"""MixerFlow (paper, section 4): an MLP-Mixer turned into a normalising flow.
+
+An invertible 1x1 convolution mixes the colour channels; the image is cut into a mixer-matrix
+of ``n_patches`` rows by ``patch_dim`` columns; then each mixer layer runs ``k`` channel-mixing
+flow steps on the rows and ``k`` patch-mixing flow steps on the columns. Every step's weights
+are shared by all rows (or all columns): one batched matmul handles them together. Every
+``shift_every``-th layer runs on a shifted-mixer-matrix (patches re-cut ``shift`` pixels down
+and right) so that information crosses patch borders.
+
+Example:
+    >>> import torch
+    >>> flow = MixerFlow((1, 28, 28), patch_size=4, num_layers=2, hidden=32, steps=1)
+    >>> u = torch.rand(3, 1, 28, 28)
+    >>> z, logdet = flow(u)
+    >>> torch.allclose(flow.inverse(z), u, atol=1e-5)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor
+
+from ..flows import ActNorm, Flow, FlowSequence, InvConv1x1, LULinear, Patchify, ShiftedFlow, create_coupling
+from ..flows.reshape import _pair, patchify, unpatchify
+from .base import FlowBackbone
+
+__all__ = ["MixerFlow", "MixerLayer", "MixingFlow", "Transpose"]
+
+
+class Transpose(Flow):
+    """Swap the last two dimensions: rows become columns. Log-det 0."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.transpose(-1, -2), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y.transpose(-1, -2)
+
+
+class MixingFlow(FlowSequence):
+    """``steps`` flow steps on the last dimension of ``(B, rows, features)``, shared by all rows.
+
+    ActNorm on every activation first (the paper normalises just before the first linear block
+    after each transpose), then per step: linear block (LU or RLU), coupling, ActNorm. With a
+    single feature there is nothing to couple, and the steps reduce to the linear block.
+    """
+
+    def __init__(self, rows: int, features: int, hidden: int, steps: int,
+                 permutation: Literal["identity", "reverse"] = "identity", coupling: str = "affine",
+                 **coupling_options) -> None:
+        layers: list[Flow] = [ActNorm((rows, features))]
+        for _ in range(steps):
+            layers.append(LULinear(features, permutation=permutation))
+            if features >= 2:
+                layers.append(create_coupling(coupling, features, hidden, **coupling_options))
+            layers.append(ActNorm((rows, features)))
+        super().__init__(*layers)
+
+
+class MixerLayer(FlowSequence):
+    """Channel-mixing flow on the rows of ``(B, n_patches, patch_dim)``, then patch-mixing flow
+    on its columns (a transpose, the flow, and the transpose back)."""
+
+    def __init__(self, n_patches: int, patch_dim: int, hidden: int, steps: int, **options) -> None:
+        super().__init__(
+            MixingFlow(n_patches, patch_dim, hidden, steps, **options),
+            Transpose(),
+            MixingFlow(patch_dim, n_patches, hidden, steps, **options),
+            Transpose(),
+        )
+
+
+class MixerFlow(FlowBackbone):
+    """MixerFlow on images of ``input_shape`` (C, H, W).
+
+    Args:
+        input_shape: (C, H, W), 1 or 3 channels; ``patch_size`` must divide H and W.
+        patch_size: patch height and width (an int or a pair).
+        num_layers: number of mixer layers (the paper uses 30).
+        hidden: width of the coupling conditioners (128 for CIFAR-10, 64 for MNIST).
+        steps: flow steps ``k`` per channel- and per patch-mixing flow (the paper uses 4).
+        shift: shift of the shift layer in pixels, or ``None`` for no shift layers.
+        shift_every: every ``shift_every``-th mixer layer is a shift layer (the paper: 4).
+        linear: ``"LU"`` or ``"RLU"`` (``P`` reverses the dimensions; the paper's MNIST model).
+        coupling: a registered coupling name (``"affine"``; see ``list_couplings()``).
+        num_blocks: residual blocks in each affine conditioner.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        patch_size: int | tuple[int, int] = 4,
+        num_layers: int = 30,
+        hidden: int = 128,
+        steps: int = 4,
+        shift: int | None = 1,
+        shift_every: int = 4,
+        linear: Literal["LU", "RLU"] = "LU",
+        coupling: str = "affine",
+        **coupling_options,
+    ) -> None:
+        super().__init__(input_shape)
+        c, h, w = self.input_shape
+        self.patch_size = ph, pw = _pair(patch_size)
+        if ph < 1 or pw < 1 or h % ph or w % pw:
+            raise ValueError(f"patch size {self.patch_size} must divide the image size {h}x{w}")
+        if (h // ph) * (w // pw) < 2 and ph * pw * c < 2:
+            raise ValueError(f"image {self.input_shape} with patch {self.patch_size} leaves nothing to mix")
+        if linear not in ("LU", "RLU"):
+            raise ValueError(f"linear must be 'LU' or 'RLU', got {linear!r}")
+        if num_layers < 1 or steps < 1 or hidden < 1:
+            raise ValueError("num_layers, steps and hidden must be positive")
+        options = dict(permutation="reverse" if linear == "RLU" else "identity", coupling=coupling,
+                       **coupling_options)
+        shifted = shift is not None and shift > 0 and h // ph >= 2 and w // pw >= 2
+        n_patches, patch_dim = (h // ph) * (w // pw), ph * pw * c
+        inner_patches = (h // ph - 1) * (w // pw - 1)
+        layers: list[Flow] = [InvConv1x1(c, init="identity"), Patchify(self.input_shape, self.patch_size)]
+        for index in range(num_layers):
+            if shifted and index % shift_every == shift_every - 1:
+                inner = MixerLayer(inner_patches, patch_dim, hidden, steps, **options)
+                layers.append(ShiftedFlow(inner, self.input_shape, self.patch_size, shift))
+            else:
+                layers.append(MixerLayer(n_patches, patch_dim, hidden, steps, **options))
+        self.body = FlowSequence(*layers)
+        self.config = dict(patch_size=self.patch_size, num_layers=num_layers, hidden=hidden, steps=steps,
+                           shift=shift if shifted else None, shift_every=shift_every, linear=linear,
+                           coupling=coupling, **coupling_options)
+
+    def _body_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        m, logdet = self.body(x)
+        return unpatchify(m, self.input_shape, self.patch_size), logdet
+
+    def _body_inverse(self, z: Tensor) -> Tensor:
+        return self.body.inverse(patchify(z, self.patch_size))
+
+    def _pool(self, z: Tensor) -> Tensor:
+        """Average the latent mixer-matrix over its patches: one ``patch_dim`` vector."""
+        return patchify(z, self.patch_size).mean(dim=1)

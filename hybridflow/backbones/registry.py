@@ -1,0 +1,58 @@
+"""A timm-style registry of backbone configurations.
+
+Example:
+    >>> from hybridflow import create_backbone, list_backbones
+    >>> "mixerflow_cifar10" in list_backbones("mixerflow*")
+    True
+    >>> flow = create_backbone("glow_tiny", input_shape=(3, 32, 32))
+    >>> flow.input_shape
+    (3, 32, 32)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable
+
+from .base import FlowBackbone
+
+__all__ = ["register_backbone", "create_backbone", "list_backbones", "backbone_family", "FAMILY_DEFAULTS"]
+
+_REGISTRY: dict[str, Callable[..., FlowBackbone]] = {}
+
+#: ``--backbone mixerflow`` means the family's small default configuration.
+FAMILY_DEFAULTS = {"mixerflow": "mixerflow_tiny", "glow": "glow_tiny"}
+
+
+def register_backbone(fn: Callable[..., FlowBackbone]) -> Callable[..., FlowBackbone]:
+    """Register a factory under its function name; ``create_backbone(name)`` calls it."""
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def create_backbone(name: str, **overrides) -> FlowBackbone:
+    """Build a registered configuration, with keyword ``overrides`` (e.g. ``input_shape``).
+
+    A family name (``"mixerflow"``, ``"glow"``) picks the family's small default.
+    """
+    key = FAMILY_DEFAULTS.get(name, name)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())} "
+                         f"(or a family: {', '.join(FAMILY_DEFAULTS)})")
+    try:
+        model = _REGISTRY[key](**overrides)
+    except TypeError as error:  # an unknown override: say which backbone refused it
+        raise ValueError(f"backbone {key!r} does not accept these options {sorted(overrides)}: {error}") from None
+    model.name = key
+    return model
+
+
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """Registered configuration names, sorted, optionally filtered by a shell-style ``pattern``."""
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def backbone_family(name: str) -> str:
+    """``"mixerflow_tiny" -> "mixerflow"``: the part before the first underscore."""
+    return FAMILY_DEFAULTS.get(name, name).split("_")[0]

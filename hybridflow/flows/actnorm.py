@@ -1,0 +1,81 @@
+"""Activation normalisation (Kingma & Dhariwal, 2018) with data-dependent initialisation.
+
+``param_shape`` is the shape of the scale and bias without the batch dimension; a 1 marks a
+dimension whose positions share one parameter. Glow normalises per channel,
+``ActNorm((C, 1, 1))``; MixerFlow normalises every activation of the mixer-matrix,
+``ActNorm((n_patches, patch_dim))``.
+
+Example:
+    >>> import torch
+    >>> norm = ActNorm((4, 1, 1))
+    >>> y, logdet = norm(torch.randn(16, 4, 5, 5) * 3 + 1)   # first training batch initialises
+    >>> bool(norm.initialized)
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .base import Flow
+
+__all__ = ["ActNorm"]
+
+
+class ActNorm(Flow):
+    """``y = (x + bias) * exp(log_scale)``, initialised so the first batch has zero mean, unit variance.
+
+    The ``initialized`` flag is a registered buffer, so a loaded checkpoint never re-initialises.
+    Under ``torch.distributed`` the first-batch statistics are all-reduced, so every rank
+    starts from identical parameters.
+    """
+
+    def __init__(self, param_shape: tuple[int, ...], eps: float = 1e-4) -> None:
+        super().__init__()
+        self.param_shape = tuple(int(s) for s in param_shape)
+        self.eps = eps
+        self.bias = nn.Parameter(torch.zeros(self.param_shape))
+        self.log_scale = nn.Parameter(torch.zeros(self.param_shape))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != len(self.param_shape) + 1 or any(
+            p not in (1, s) for p, s in zip(self.param_shape, x.shape[1:])
+        ):
+            raise ValueError(
+                f"ActNorm with parameters of shape {self.param_shape} got input of shape "
+                f"{tuple(x.shape)}"
+            )
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Set bias and scale from the statistics of ``x`` (all-reduced across ranks)."""
+        dims = [0] + [i + 1 for i, p in enumerate(self.param_shape) if p == 1]
+        count = torch.tensor(float(x.numel() // self.bias.numel()), device=x.device)
+        moments = torch.stack([x.sum(dim=dims).reshape(self.param_shape),
+                               (x * x).sum(dim=dims).reshape(self.param_shape)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(moments)
+            dist.all_reduce(count)
+        mean = moments[0] / count
+        var = (moments[1] / count - mean * mean).clamp_min(0.0)
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(var.sqrt() + self.eps))
+        self.initialized.fill_(True)
+
+    def _positions_per_param(self, x: Tensor) -> int:
+        return x[0].numel() // self.log_scale.numel() if x.shape[0] else 0
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.initialized:
+            self._check(x)
+            if self.training and x.shape[0] > 0:
+                self.initialize(x)
+        y = (x + self.bias) * torch.exp(self.log_scale)
+        logdet = self.log_scale.sum() * self._positions_per_param(x)
+        return y, logdet.expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y * torch.exp(-self.log_scale) - self.bias

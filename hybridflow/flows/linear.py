@@ -1,0 +1,125 @@
+"""Invertible linear maps in PLU form: the mixer's linear block and Glow's 1x1 convolution.
+
+``W = P L U`` with a fixed permutation ``P``, a unit lower-triangular ``L`` and an upper
+triangular ``U`` whose diagonal is ``sign * exp(log_diag)``, so ``log|det W| = sum(log_diag)``
+costs nothing and ``W`` can never become singular.
+
+Example:
+    >>> import torch
+    >>> layer = LULinear(6)                 # identity at initialisation
+    >>> x = torch.randn(2, 5, 6)
+    >>> y, logdet = layer(x)
+    >>> bool(torch.allclose(y, x)), logdet.tolist()
+    (True, [0.0, 0.0])
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Flow
+
+__all__ = ["LULinear", "InvConv1x1"]
+
+
+class LULinear(Flow):
+    """Invertible linear map with bias on the last dimension, ``y = x W^T + b``.
+
+    Args:
+        dim: size of the last dimension.
+        permutation: ``"identity"`` (LU, the paper's default), ``"reverse"`` (RLU: ``P`` reverses
+            the order of the dimensions, so the layer starts as a reversal rather than the identity).
+        init: ``"identity"`` (``L = U = I``, as the paper initialises every linear block) or
+            ``"random"`` (the PLU factors of a random rotation, as in Glow).
+        bias: learn an additive bias (zero at initialisation).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        permutation: Literal["identity", "reverse"] = "identity",
+        init: Literal["identity", "random"] = "identity",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if permutation not in ("identity", "reverse"):
+            raise ValueError(f"permutation must be 'identity' or 'reverse', got {permutation!r}")
+        self.dim = dim
+        eye = torch.eye(dim)
+        if init == "random":
+            rotation = torch.linalg.qr(torch.randn(dim, dim))[0]
+            p, lower, upper = torch.linalg.lu(rotation)
+            diag = torch.diagonal(upper)
+        elif init == "identity":
+            p = eye.flip(0) if permutation == "reverse" else eye
+            lower, upper, diag = eye, eye, torch.ones(dim)
+        else:
+            raise ValueError(f"init must be 'identity' or 'random', got {init!r}")
+        self.register_buffer("permutation", p.clone())
+        self.register_buffer("sign", torch.sign(diag))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(dim, dim), -1))
+        self.lower = nn.Parameter(lower * self.lower_mask)
+        self.upper = nn.Parameter(upper * self.lower_mask.T)
+        self.log_diag = nn.Parameter(torch.log(diag.abs()))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def _factors(self) -> tuple[Tensor, Tensor]:
+        eye = torch.eye(self.dim, device=self.lower.device, dtype=self.lower.dtype)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign * torch.exp(self.log_diag))
+        return lower, upper
+
+    def weight(self) -> Tensor:
+        """The current ``W = P L U``."""
+        lower, upper = self._factors()
+        return self.permutation @ (lower @ upper)
+
+    def inverse_weight(self) -> Tensor:
+        """``W^{-1} = U^{-1} L^{-1} P^T`` by triangular solves (exact, no general inverse)."""
+        lower, upper = self._factors()
+        eye = torch.eye(self.dim, device=lower.device, dtype=lower.dtype)
+        lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+        upper_inv = torch.linalg.solve_triangular(upper, eye, upper=True)
+        return upper_inv @ lower_inv @ self.permutation.T
+
+    def _positions(self, x: Tensor) -> int:
+        return x[0].numel() // self.dim if x.shape[0] else 0
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = F.linear(x, self.weight(), self.bias)
+        logdet = self.log_diag.sum() * self._positions(x)
+        return y, logdet.expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        if self.bias is not None:
+            y = y - self.bias
+        return F.linear(y, self.inverse_weight())
+
+
+class InvConv1x1(LULinear):
+    """Glow's invertible 1x1 convolution on ``(B, C, H, W)``: one ``LULinear`` over the channels.
+
+    Example:
+        >>> conv = InvConv1x1(3, init="random")
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> bool(torch.allclose(conv.inverse(conv(x)[0]), x, atol=1e-5))
+        True
+    """
+
+    def __init__(self, channels: int, init: Literal["identity", "random"] = "random") -> None:
+        super().__init__(channels, init=init, bias=False)
+
+    def _positions(self, x: Tensor) -> int:
+        return x.shape[2] * x.shape[3]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = F.conv2d(x, self.weight()[:, :, None, None])
+        logdet = self.log_diag.sum() * self._positions(x)
+        return y, logdet.expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return F.conv2d(y, self.inverse_weight()[:, :, None, None])

@@ -1,0 +1,105 @@
+"""From integer pixels to the flow's continuous input: validation, uniform dequantisation and
+invertible preprocessing (centring, logit) with their log-dets.
+
+Pixels are integers in ``{0..255}``. Dequantisation gives ``u = (x + noise) / 256`` in
+``[0, 1)``; the ``+8`` bits that move a density on ``[0, 1)^D`` to the integer grid are added by
+the backbone's ``bits_per_dim`` (see DESIGN.md, "Density accounting").
+
+Example:
+    >>> import torch
+    >>> pixels = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)
+    >>> dequantize(pixels, noise="midpoint")
+    tensor([[[[0.0020, 0.9980]]]])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import Flow, zero_logdet
+
+__all__ = ["NUM_BINS", "check_pixels", "dequantize", "quantize", "Centre", "Logit"]
+
+NUM_BINS = 256
+
+
+def check_pixels(x: Tensor | np.ndarray, input_shape: tuple[int, int, int]) -> Tensor:
+    """Validate a batch of integer images for a model with ``input_shape`` (C, H, W).
+
+    Returns the batch as a float32 tensor; raises ``ValueError`` naming the problem for a wrong
+    rank, shape or channel count, an empty batch, NaNs, non-integer or out-of-range values.
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a tensor of integer pixels, got {type(x).__name__}")
+    c, h, w = input_shape
+    if x.dim() != 4:
+        hint = " (a single image? add a batch dimension: x[None])" if x.dim() == 3 else ""
+        raise ValueError(f"expected a batch of images (B, {c}, {h}, {w}), got shape {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError("empty input: the batch holds no images")
+    if x.shape[1] != c:
+        raise ValueError(f"expected {c} channel(s), got {x.shape[1]} (input shape {tuple(x.shape)})")
+    if tuple(x.shape[2:]) != (h, w):
+        raise ValueError(f"expected images of size {h}x{w}, got {x.shape[2]}x{x.shape[3]}")
+    if x.is_floating_point():
+        if not torch.isfinite(x).all():
+            raise ValueError("input holds NaN or infinite pixel values")
+        if not torch.equal(x, x.round()):
+            raise ValueError("expected integer pixel values in 0..255, got fractional values "
+                             "(convert float images with hybridflow.data.as_images)")
+    elif x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"expected integer pixel values, got dtype {x.dtype}")
+    if x.dtype != torch.uint8 and (x.min() < 0 or x.max() > NUM_BINS - 1):
+        raise ValueError(f"pixel values must lie in 0..255, got range [{x.min().item()}, {x.max().item()}]")
+    return x.float()
+
+
+def dequantize(pixels: Tensor, noise: Literal["uniform", "midpoint"] = "uniform",
+               generator: torch.Generator | None = None) -> Tensor:
+    """``u = (x + noise) / 256`` with ``noise ~ U(0, 1)`` (drawn on the CPU from ``generator``
+    so that a seed gives the same noise on every device) or ``noise = 0.5``."""
+    if noise == "midpoint":
+        return (pixels.float() + 0.5) / NUM_BINS
+    if noise != "uniform":
+        raise ValueError(f"noise must be 'uniform' or 'midpoint', got {noise!r}")
+    draw = torch.rand(pixels.shape, generator=generator).to(pixels.device)
+    return (pixels.float() + draw) / NUM_BINS
+
+
+def quantize(u: Tensor) -> Tensor:
+    """Continuous values in ``[0, 1)`` back to ``uint8`` pixels (clamped)."""
+    return torch.floor(u * NUM_BINS).clamp(0, NUM_BINS - 1).to(torch.uint8)
+
+
+class Centre(Flow):
+    """``y = u - 0.5``: data in ``[-0.5, 0.5)``; log-det 0."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x - 0.5, zero_logdet(x)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y + 0.5
+
+
+class Logit(Flow):
+    """RealNVP's ``y = logit(alpha + (1 - 2 alpha) u)``, which spreads ``[0, 1)`` over the real line."""
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.alpha + (1 - 2 * self.alpha) * x
+        y = torch.log(s) - torch.log1p(-s)
+        logdet = (math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)).flatten(1).sum(1)
+        return y, logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
