@@ -52,5 +52,5 @@ def params_without_grad(flow: nn.Module, loss: Tensor) -> list[str]:
         return []
     flow.zero_grad()
     loss.backward()
-    return [n for n, p in flow.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-            or p.grad.abs().sum() == 0]
+    return [n for n, p in flow.named_parameters()
+            if p.numel() and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)]

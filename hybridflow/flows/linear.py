@@ -61,16 +61,19 @@ class LULinear(Flow):
             raise ValueError(f"init must be 'identity' or 'random', got {init!r}")
         self.register_buffer("permutation", p.clone())
         self.register_buffer("sign", torch.sign(diag))
-        self.register_buffer("lower_mask", torch.tril(torch.ones(dim, dim), -1))
-        self.lower = nn.Parameter(lower * self.lower_mask)
-        self.upper = nn.Parameter(upper * self.lower_mask.T)
+        # Only the strictly triangular entries are parameters: no dead, masked-out weights.
+        self.register_buffer("tril_index", torch.tril_indices(dim, dim, -1), persistent=False)
+        rows, cols = self.tril_index
+        self.lower = nn.Parameter(lower[rows, cols].clone())
+        self.upper = nn.Parameter(upper[cols, rows].clone())
         self.log_diag = nn.Parameter(torch.log(diag.abs()))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def _factors(self) -> tuple[Tensor, Tensor]:
+        rows, cols = self.tril_index
         eye = torch.eye(self.dim, device=self.lower.device, dtype=self.lower.dtype)
-        lower = self.lower * self.lower_mask + eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.sign * torch.exp(self.log_diag))
+        lower = eye.index_put((rows, cols), self.lower)
+        upper = torch.diag(self.sign * torch.exp(self.log_diag)).index_put((cols, rows), self.upper)
         return lower, upper
 
     def weight(self) -> Tensor:
