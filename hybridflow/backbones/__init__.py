@@ -1,6 +1,7 @@
 """Backbones (MixerFlow, Glow) and their registry."""
 
 from . import configs as _configs  # noqa: F401  (registers the configurations)
+from . import variants as _variants  # noqa: F401  (spline / MAF / KAN / NSF-Glow configurations)
 from .base import FlowBackbone, standard_normal_log_prob
 from .glow import Glow
 from .mixerflow import MixerFlow, MixerLayer, MixingFlow

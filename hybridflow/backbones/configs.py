@@ -66,7 +66,7 @@ def mixerflow_tiny(**overrides) -> MixerFlow:
 @register_backbone
 def glow_cifar10(**overrides) -> Glow:
     """Glow at the size the paper compares with on CIFAR-10 (about 11M parameters)."""
-    return _glow(dict(input_shape=(3, 32, 32), num_levels=3, num_steps=16, hidden=352), overrides)
+    return _glow(dict(input_shape=(3, 32, 32), num_levels=3, num_steps=16, hidden=320), overrides)
 
 
 @register_backbone
@@ -78,4 +78,4 @@ def glow_mnist(**overrides) -> Glow:
 @register_backbone
 def glow_tiny(**overrides) -> Glow:
     """A CPU-sized Glow, the baseline beside ``mixerflow_tiny``."""
-    return _glow(dict(input_shape=(1, 28, 28), num_levels=2, num_steps=8, hidden=64), overrides)
+    return _glow(dict(input_shape=(1, 28, 28), num_levels=2, num_steps=8, hidden=128), overrides)

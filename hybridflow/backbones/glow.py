@@ -6,6 +6,9 @@ factored-out half is scored under a Gaussian whose mean and scale are predicted 
 half (the learned prior). The factored-out halves are whitened by that prior and put back in
 place, so ``forward`` returns a latent of the input's shape under a standard normal.
 
+``coupling="spline"`` swaps the affine coupling for a rational-quadratic spline coupling with the
+same conditioner: the Glow-like model of Neural Spline Flows (Durkan et al., 2019).
+
 Example:
     >>> import torch
     >>> glow = Glow((1, 8, 8), num_levels=2, num_steps=2, hidden=16)
@@ -20,31 +23,45 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..flows import ActNorm, AffineCoupling, ConvConditioner, Flow, FlowSequence, InvConv1x1, Squeeze, soft_clamp
+from ..flows import (
+    ActNorm, AffineCoupling, ConvConditioner, Flow, FlowSequence, InvConv1x1, Squeeze, conv_spline_coupling, soft_clamp,
+)
 from .base import FlowBackbone
 
 __all__ = ["Glow", "GlowLevel", "glow_step"]
 
 
-def glow_step(channels: int, hidden: int, scale_bound: float = 3.0) -> FlowSequence:
-    """ActNorm, invertible 1x1 convolution (random rotation init), affine coupling."""
-    half = channels // 2
-    conditioner = ConvConditioner(half, 2 * (channels - half), hidden)
-    return FlowSequence(
-        ActNorm((channels, 1, 1)),
-        InvConv1x1(channels, init="random"),
-        AffineCoupling(channels, conditioner, dim=1, scale_bound=scale_bound),
-    )
+GLOW_COUPLINGS = ("affine", "spline")
+
+
+def glow_step(channels: int, hidden: int, scale_bound: float = 3.0, coupling: str = "affine",
+              **coupling_options) -> FlowSequence:
+    """ActNorm, invertible 1x1 convolution (random rotation init), then a channel coupling with a
+    convolutional conditioner: ``"affine"`` (Glow) or ``"spline"`` (``coupling_options``:
+    ``num_bins``, ``tail_bound``, ``min_bin_width``, ``min_bin_height``, ``min_derivative``)."""
+    if coupling == "affine":
+        if coupling_options:  # TypeError, as for any unknown keyword (create_backbone reports it)
+            raise TypeError(f"Glow's affine coupling takes no options, got {sorted(coupling_options)}")
+        half = channels // 2
+        conditioner = ConvConditioner(half, 2 * (channels - half), hidden)
+        layer: Flow = AffineCoupling(channels, conditioner, dim=1, scale_bound=scale_bound)
+    elif coupling == "spline":
+        layer = conv_spline_coupling(channels, hidden, **coupling_options)
+    else:
+        raise ValueError(f"Glow coupling must be one of {GLOW_COUPLINGS}, got {coupling!r}")
+    return FlowSequence(ActNorm((channels, 1, 1)), InvConv1x1(channels, init="random"), layer)
 
 
 class GlowLevel(Flow):
     """One scale: squeeze, steps, then split off half the channels and recurse on the rest."""
 
-    def __init__(self, channels: int, levels_left: int, num_steps: int, hidden: int, prior_bound: float = 6.0) -> None:
+    def __init__(self, channels: int, levels_left: int, num_steps: int, hidden: int, prior_bound: float = 6.0,
+                 coupling: str = "affine", **coupling_options) -> None:
         super().__init__()
         channels = channels * 4
         self.squeeze = Squeeze()
-        self.steps = FlowSequence(*(glow_step(channels, hidden) for _ in range(num_steps)))
+        self.steps = FlowSequence(*(glow_step(channels, hidden, coupling=coupling, **coupling_options)
+                                    for _ in range(num_steps)))
         self.prior_bound = prior_bound
         if levels_left > 1:
             self.kept = channels // 2
@@ -52,7 +69,8 @@ class GlowLevel(Flow):
             self.prior = nn.Conv2d(self.kept, 2 * factored, 3, padding=1)
             nn.init.zeros_(self.prior.weight)
             nn.init.zeros_(self.prior.bias)
-            self.inner = GlowLevel(self.kept, levels_left - 1, num_steps, hidden, prior_bound)
+            self.inner = GlowLevel(self.kept, levels_left - 1, num_steps, hidden, prior_bound, coupling,
+                                   **coupling_options)
         else:
             self.inner = None
 
@@ -89,10 +107,12 @@ class Glow(FlowBackbone):
         num_levels: number of scales ``L``.
         num_steps: flow steps ``K`` per scale.
         hidden: channels of the coupling conditioners.
+        coupling: ``"affine"`` (Glow) or ``"spline"`` (Neural Spline Flows); any further keyword
+            (``num_bins``, ``tail_bound``, ...) goes to the spline coupling.
     """
 
     def __init__(self, input_shape: tuple[int, int, int], num_levels: int = 3, num_steps: int = 32,
-                 hidden: int = 512) -> None:
+                 hidden: int = 512, coupling: str = "affine", **coupling_options) -> None:
         super().__init__(input_shape)
         c, h, w = self.input_shape
         if num_levels < 1 or num_steps < 1 or hidden < 1:
@@ -101,5 +121,7 @@ class Glow(FlowBackbone):
         if h % factor or w % factor:
             raise ValueError(f"Glow with {num_levels} levels needs height and width divisible by {factor}, "
                              f"got {h}x{w}")
-        self.body = GlowLevel(c, num_levels, num_steps, hidden)
+        self.body = GlowLevel(c, num_levels, num_steps, hidden, coupling=coupling, **coupling_options)
         self.config = dict(num_levels=num_levels, num_steps=num_steps, hidden=hidden)
+        if coupling != "affine":  # keep the affine config exactly as before
+            self.config.update(coupling=coupling, **coupling_options)

@@ -73,7 +73,8 @@ class ActNorm(Flow):
             self._check(x)
             if self.training and x.shape[0] > 0:
                 self.initialize(x)
-        y = (x + self.bias) * torch.exp(self.log_scale)
+        scale = torch.exp(self.log_scale)
+        y = torch.addcmul(self.bias * scale, x, scale)  # one pass over x instead of two
         logdet = self.log_scale.sum() * self._positions_per_param(x)
         return y, logdet.expand(x.shape[0])
 

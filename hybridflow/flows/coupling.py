@@ -115,7 +115,7 @@ class AffineCoupling(Flow):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_a, x_b = x.split(self.split, dim=self.dim)
         shift, log_scale = self._shift_and_log_scale(x_a)
-        y_b = x_b * torch.exp(log_scale) + shift
+        y_b = torch.addcmul(shift, x_b, torch.exp(log_scale))
         return torch.cat([x_a, y_b], dim=self.dim), log_scale.flatten(1).sum(1)
 
     def inverse(self, y: Tensor) -> Tensor:

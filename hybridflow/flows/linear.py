@@ -120,9 +120,14 @@ class InvConv1x1(LULinear):
         return x.shape[2] * x.shape[3]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y = F.conv2d(x, self.weight()[:, :, None, None])
+        y = _mix_channels(self.weight(), x)
         logdet = self.log_diag.sum() * self._positions(x)
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
-        return F.conv2d(y, self.inverse_weight()[:, :, None, None])
+        return _mix_channels(self.inverse_weight(), y)
+
+
+def _mix_channels(weight: Tensor, x: Tensor) -> Tensor:
+    """A 1x1 convolution as one batched matmul over the channels (cheaper than conv2d here)."""
+    return torch.matmul(weight, x.flatten(2)).view_as(x)

@@ -1,0 +1,179 @@
+"""Throughput of the flows: train-step images/s, log_prob images/s, peak memory, parameters.
+
+Every (model, shape) pair runs in a fresh subprocess (so peak memory is its own), all in one run;
+the table gives ratios to normflows' Glow at a similar parameter count. Timings are medians of
+repeated measurements: this machine is shared and noisy, compare ratios, not absolute numbers.
+
+    python bench/throughput.py                         # defaults: 2 threads, batch 128
+    python bench/throughput.py --models mixerflow_tiny,glow_tiny --shapes 1x28x28 --repeats 3
+    python bench/throughput.py --smoke                 # seconds: tiny batch, one repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _comparators  # noqa: E402
+
+REFERENCE = "normflows_glow"
+DEFAULT_MODELS = ["mixerflow_tiny", "glow_tiny", REFERENCE]
+VARIANT_PATTERNS = ["mixerflow_tiny_*", "nsf_glow_tiny"]
+
+
+def _build(name: str, shape: tuple[int, int, int]):
+    if name == REFERENCE:
+        return _comparators.NormflowsGlow(shape)
+    import hybridflow
+
+    return hybridflow.create_backbone(name, input_shape=shape)
+
+
+def _loss(model, pixels: torch.Tensor) -> torch.Tensor:
+    """Mean bits/dim with uniform dequantisation, for our backbones and the comparator alike."""
+    if hasattr(model, "bits_per_dim"):
+        return model.bits_per_dim(pixels).mean()
+    u = (pixels.float() + torch.rand(pixels.shape)) / 256 - 0.5
+    d = math.prod(pixels.shape[1:])
+    return (-model.log_prob(u) / (d * math.log(2)) + 8).mean()
+
+
+def _timed(fn, repeats: int, iters: int) -> float:
+    """Median seconds per call over ``repeats`` groups of ``iters`` calls, after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        times.append((time.perf_counter() - start) / iters)
+    return statistics.median(times)
+
+
+def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, iters: int, device: str) -> dict:
+    torch.manual_seed(0)
+    model = _build(name, shape).to(device)
+    pixels = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    _loss(model, pixels)  # data-dependent initialisation outside the timing
+
+    def train_step():
+        optimiser.zero_grad(set_to_none=True)
+        loss = _loss(model, pixels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimiser.step()
+        _sync(device)
+
+    def score():
+        with torch.no_grad():
+            _loss(model, pixels)
+        _sync(device)
+
+    rss_before = _peak_rss_mb()
+    train_s = _timed(train_step, repeats, iters)
+    model.eval()
+    score_s = _timed(score, repeats, iters)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb())
+    return dict(model=name, shape="x".join(map(str, shape)), params=sum(p.numel() for p in model.parameters()),
+                train_img_s=batch / train_s, log_prob_img_s=batch / score_s, peak_mem_mb=peak,
+                peak_mem_growth_mb=peak - rss_before if device != "cuda" else peak, batch=batch,
+                threads=torch.get_num_threads(), device=device)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _run_worker(args, name: str, shape: str) -> dict | None:
+    cmd = [sys.executable, __file__, "--worker", name, "--shapes", shape, "--batch", str(args.batch),
+           "--repeats", str(args.repeats), "--iters", str(args.iters), "--threads", str(args.threads),
+           "--device", args.device]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"  {name} {shape}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| model | input | params | train img/s | log_prob img/s | peak RSS MB | train x normflows | log_prob x normflows |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        group = [r for r in rows if r["shape"] == shape]
+        ref = next((r for r in group if r["model"] == REFERENCE), None)
+        for r in group:
+            tr = f"{r['train_img_s'] / ref['train_img_s']:.2f}" if ref else "-"
+            lp = f"{r['log_prob_img_s'] / ref['log_prob_img_s']:.2f}" if ref else "-"
+            lines.append(f"| {r['model']} | {shape} | {r['params']:,} | {r['train_img_s']:.0f} | "
+                         f"{r['log_prob_img_s']:.0f} | {r['peak_mem_mb']:.0f} | {tr} | {lp} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=None, help="comma-separated backbone names (default: tiny configs, "
+                        "their coupling variants and normflows' Glow)")
+    parser.add_argument("--shapes", default="1x28x28,3x32x32")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default="bench/results/throughput.json")
+    parser.add_argument("--smoke", action="store_true", help="tiny batch, one repeat: checks the script runs")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        shape = tuple(int(s) for s in args.shapes.split("x"))
+        print(json.dumps(measure(args.worker, shape, args.batch, args.repeats, args.iters, args.device)))
+        return []
+    if args.smoke:
+        args.batch, args.repeats, args.iters = 4, 1, 1
+    models = args.models.split(",") if args.models else _default_models()
+    if not _comparators.normflows_available():
+        models = [m for m in models if m != REFERENCE]
+        print("normflows is not installed (pip install -e '.[bench]'): no reference column", file=sys.stderr)
+    rows = []
+    for shape in args.shapes.split(","):
+        for name in models:
+            row = _run_worker(args, name, shape)
+            if row:
+                rows.append(row)
+                print(f"  {name:24s} {shape:8s} train {row['train_img_s']:8.0f} img/s   "
+                      f"log_prob {row['log_prob_img_s']:8.0f} img/s", file=sys.stderr)
+    print(format_table(rows))
+    if args.json and not args.smoke:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(dict(rows=rows, argv=sys.argv[1:], time=time.ctime(),
+                                                   torch=torch.__version__, cpu_count=os.cpu_count()), indent=1))
+    return rows
+
+
+def _default_models() -> list[str]:
+    import hybridflow
+
+    variants = [n for p in VARIANT_PATTERNS for n in hybridflow.list_backbones(p)]
+    return DEFAULT_MODELS[:2] + variants + [REFERENCE]
+
+
+if __name__ == "__main__":
+    main()
