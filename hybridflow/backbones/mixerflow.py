@@ -63,11 +63,12 @@ class MixerLayer(FlowSequence):
     """Channel-mixing flow on the rows of ``(B, n_patches, patch_dim)``, then patch-mixing flow
     on its columns (a transpose, the flow, and the transpose back)."""
 
-    def __init__(self, n_patches: int, patch_dim: int, hidden: int, steps: int, **options) -> None:
+    def __init__(self, n_patches: int, patch_dim: int, hidden: int, steps: int, patch_hidden: int | None = None,
+                 **options) -> None:
         super().__init__(
             MixingFlow(n_patches, patch_dim, hidden, steps, **options),
             Transpose(),
-            MixingFlow(patch_dim, n_patches, hidden, steps, **options),
+            MixingFlow(patch_dim, n_patches, patch_hidden or hidden, steps, **options),
             Transpose(),
         )
 
@@ -80,6 +81,10 @@ class MixerFlow(FlowBackbone):
         patch_size: patch height and width (an int or a pair).
         num_layers: number of mixer layers (the paper uses 30).
         hidden: width of the coupling conditioners (128 for CIFAR-10, 64 for MNIST).
+        patch_hidden: width of the patch-mixing conditioners, if not ``hidden`` (the MLP-Mixer's
+            separate token-mixing width). Patch-mixing weights are applied to ``patch_dim``
+            columns, channel-mixing ones to ``n_patches`` rows, so on a 28x28 image with 4x4
+            patches a patch-mixing weight costs a third of the compute of a channel-mixing one.
         steps: flow steps ``k`` per channel- and per patch-mixing flow (the paper uses 4).
         shift: shift of the shift layer in pixels, or ``None`` for no shift layers.
         shift_every: every ``shift_every``-th mixer layer is a shift layer (the paper: 4).
@@ -95,6 +100,7 @@ class MixerFlow(FlowBackbone):
         num_layers: int = 30,
         hidden: int = 128,
         steps: int = 4,
+        patch_hidden: int | None = None,
         shift: int | None = 1,
         shift_every: int = 4,
         linear: Literal["LU", "RLU"] = "LU",
@@ -113,7 +119,7 @@ class MixerFlow(FlowBackbone):
         if num_layers < 1 or steps < 1 or hidden < 1:
             raise ValueError("num_layers, steps and hidden must be positive")
         options = dict(permutation="reverse" if linear == "RLU" else "identity", coupling=coupling,
-                       **coupling_options)
+                       patch_hidden=patch_hidden, **coupling_options)
         shifted = shift is not None and shift > 0 and h // ph >= 2 and w // pw >= 2
         n_patches, patch_dim = (h // ph) * (w // pw), ph * pw * c
         inner_patches = (h // ph - 1) * (w // pw - 1)
@@ -126,6 +132,7 @@ class MixerFlow(FlowBackbone):
                 layers.append(MixerLayer(n_patches, patch_dim, hidden, steps, **options))
         self.body = FlowSequence(*layers)
         self.config = dict(patch_size=self.patch_size, num_layers=num_layers, hidden=hidden, steps=steps,
+                           patch_hidden=patch_hidden,
                            shift=shift if shifted else None, shift_every=shift_every, linear=linear,
                            coupling=coupling, **coupling_options)
 

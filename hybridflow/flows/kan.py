@@ -10,7 +10,8 @@ Inputs outside the grid: nothing is clamped. Beyond the extended grid ``[lo - k 
 (``h`` the knot spacing) every basis is 0, so the spline branch vanishes and the SiLU base
 branch carries the signal; in the ``k`` outer intervals the bases taper off smoothly. Clamping
 instead would give a flat function with zero gradient there; extending the grid on the fly
-would change the parameters' meaning during training.
+would change the parameters' meaning during training. In the coupling, :class:`KANConditioner`
+batch-normalises each layer's input, which keeps most inputs on the grid in the first place.
 
 Example:
     >>> import torch
@@ -101,32 +102,50 @@ class KANLayer(nn.Module):
                 f"grid_size={len(self.knots) - 2 * self.spline_order - 1}, spline_order={self.spline_order}")
 
 
-class KANConditioner(nn.Sequential):
+class KANConditioner(nn.Module):
     """Stacked KAN layers ``in -> hidden -> ... -> out`` on the last dimension; the last layer is
     zero-initialised, so an :class:`AffineCoupling` using it starts as the identity.
 
+    With ``norm=True`` (default) a BatchNorm (no affine part) precedes every KAN layer. Why: flow
+    activations are unbounded, the grid covers about ``[-2.2, 2.2]``, and without it the SiLU base
+    branch passes outliers through every layer and the coupling's (unclamped) shift explodes in
+    the first steps of training. ``ResidualMLP`` normalises the same way. Leading dimensions are
+    flattened into the batch, so all rows of a mixer-matrix share the statistics and weights.
+
     Args:
         num_layers: KAN layers in the stack (2: one hidden layer of width ``hidden``).
+        norm: BatchNorm the input of every KAN layer.
         **kan_options: ``grid_size``, ``spline_order``, ``grid_range`` of every layer.
 
     Example:
         >>> net = KANConditioner(3, 6, hidden=8)
-        >>> float(net(torch.randn(4, 3)).detach().abs().max())
+        >>> float(net(torch.randn(4, 5, 3)).detach().abs().max())
         0.0
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: int = 64, num_layers: int = 2, **kan_options) -> None:
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64, num_layers: int = 2,
+                 norm: bool = True, **kan_options) -> None:
+        super().__init__()
         if num_layers < 1:
             raise ValueError(f"KANConditioner needs at least one layer, got {num_layers}")
         sizes = [in_features] + [hidden] * (num_layers - 1) + [out_features]
-        super().__init__(*(KANLayer(a, b, zero_init=(i == num_layers - 1), **kan_options)
-                           for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(a, affine=False) if norm else nn.Identity() for a in sizes[:-1])
+        self.layers = nn.ModuleList(KANLayer(a, b, zero_init=(i == num_layers - 1), **kan_options)
+                                    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.reshape(-1, x.shape[-1])
+        for norm, layer in zip(self.norms, self.layers):
+            h = layer(norm(h))
+        return h.reshape(*x.shape[:-1], -1)
 
 
 # ``kan_layers``, not ``num_layers``: MixerFlow keeps ``num_layers`` for its own depth.
 @register_coupling("kan")
 def _kan_coupling(features: int, hidden: int, kan_layers: int = 2, grid_size: int = 5, spline_order: int = 3,
-                  grid_range: tuple[float, float] = (-1.0, 1.0), scale_bound: float = 3.0) -> Flow:
-    conditioner = KANConditioner(features // 2, 2 * (features - features // 2), hidden, kan_layers,
+                  grid_range: tuple[float, float] = (-1.0, 1.0), kan_norm: bool = True,
+                  scale_bound: float = 3.0) -> Flow:
+    conditioner = KANConditioner(features // 2, 2 * (features - features // 2), hidden, kan_layers, kan_norm,
                                  grid_size=grid_size, spline_order=spline_order, grid_range=grid_range)
     return AffineCoupling(features, conditioner, scale_bound=scale_bound)
