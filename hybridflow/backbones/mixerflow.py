@@ -50,12 +50,12 @@ class MixingFlow(FlowSequence):
     def __init__(self, rows: int, features: int, hidden: int, steps: int,
                  permutation: Literal["identity", "reverse"] = "identity", coupling: str = "affine",
                  **coupling_options) -> None:
-        layers: list[Flow] = [ActNorm((rows, features))]
+        layers: list[Flow] = [ActNorm((rows, features), pooled_scale_init=True)]
         for _ in range(steps):
             layers.append(LULinear(features, permutation=permutation))
             if features >= 2:
                 layers.append(create_coupling(coupling, features, hidden, **coupling_options))
-            layers.append(ActNorm((rows, features)))
+            layers.append(ActNorm((rows, features), pooled_scale_init=True))
         super().__init__(*layers)
 
 

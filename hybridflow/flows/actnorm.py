@@ -30,12 +30,19 @@ class ActNorm(Flow):
     The ``initialized`` flag is a registered buffer, so a loaded checkpoint never re-initialises.
     Under ``torch.distributed`` the first-batch statistics are all-reduced, so every rank
     starts from identical parameters.
+
+    ``pooled_scale_init=True`` starts every element with one scale, from the variance pooled over
+    all elements (the bias stays per element); training then learns per-element scales. Used on
+    MixerFlow's per-element ActNorms: a pixel that is blank in the first batch (an MNIST border)
+    would otherwise start with a ~1000x scale, and the first later image with ink there costs
+    hundreds of bits/dim and derails training.
     """
 
-    def __init__(self, param_shape: tuple[int, ...], eps: float = 1e-4) -> None:
+    def __init__(self, param_shape: tuple[int, ...], eps: float = 1e-4, pooled_scale_init: bool = False) -> None:
         super().__init__()
         self.param_shape = tuple(int(s) for s in param_shape)
         self.eps = eps
+        self.pooled_scale_init = pooled_scale_init
         self.bias = nn.Parameter(torch.zeros(self.param_shape))
         self.log_scale = nn.Parameter(torch.zeros(self.param_shape))
         self.register_buffer("initialized", torch.tensor(False))
@@ -61,6 +68,8 @@ class ActNorm(Flow):
             dist.all_reduce(count)
         mean = moments[0] / count
         var = (moments[1] / count - mean * mean).clamp_min(0.0)
+        if self.pooled_scale_init:
+            var = var.mean().expand_as(var)
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(var.sqrt() + self.eps))
         self.initialized.fill_(True)

@@ -53,6 +53,28 @@ def b_spline_basis(x: Tensor, knots: Tensor, order: int) -> Tensor:
     return bases
 
 
+class _CubicBSpline(torch.autograd.Function):
+    """``B_j(x) = beta((x - centre_j) / step)`` with ``beta(r) = ((2-|r|)+^3 - 4 (1-|r|)+^3) / 6``,
+    and its analytic derivative in ``backward`` (no graph of intermediates is kept)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, centres: Tensor, step: float) -> Tensor:
+        r = (x.unsqueeze(-1) - centres) / step
+        a = r.abs()
+        p, q = (2 - a).clamp_min(0), (1 - a).clamp_min(0)
+        ctx.save_for_backward(r)
+        ctx.step = step
+        return (p * p * p - 4 * q * q * q) / 6
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (r,) = ctx.saved_tensors
+        a = r.abs()
+        p, q = (2 - a).clamp_min(0), (1 - a).clamp_min(0)
+        slope = (2 * q * q - 0.5 * p * p) * torch.sign(r) / ctx.step   # d beta / dx
+        return (grad * slope).sum(-1), None, None
+
+
 class KANLayer(nn.Module):
     """One KAN layer on the last dimension: a B-spline plus a SiLU base branch per edge.
 
@@ -92,8 +114,17 @@ class KANLayer(nn.Module):
             nn.init.kaiming_uniform_(self.base_weight, a=5 ** 0.5)
             nn.init.normal_(self.spline_weight, std=0.1 / in_features ** 0.5)
 
+    def _bases(self, x: Tensor) -> Tensor:
+        knots = self.knots.to(x.dtype)
+        if self.spline_order != 3:
+            return b_spline_basis(x, knots, self.spline_order)
+        # Cubic on a uniform grid: each basis is the cardinal cubic B-spline centred 2 knots
+        # after its first. Same values as the recursion at a fraction of the elementwise work
+        # (forward and backward), which dominates a KAN layer's cost on a CPU.
+        return _CubicBSpline.apply(x, knots[2:-2], float(knots[1] - knots[0]))
+
     def forward(self, x: Tensor) -> Tensor:
-        bases = b_spline_basis(x, self.knots.to(x.dtype), self.spline_order)     # (..., in, G + k)
+        bases = self._bases(x)                                                  # (..., in, G + k)
         spline = bases.flatten(-2) @ self.spline_weight.flatten(1).T            # (..., out)
         return F.linear(F.silu(x), self.base_weight) + spline
 
