@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Flow
@@ -63,12 +62,10 @@ def _knots(unnormalized: Tensor, min_size: float, bound: float) -> Tensor:
     """Knot positions (..., K + 1) from ``-bound`` to ``bound`` exactly."""
     num_bins = unnormalized.shape[-1]
     sizes = min_size + (1 - min_size * num_bins) * _softmax(unnormalized)
-    knots = F.pad(torch.cumsum(sizes, dim=-1), (1, 0))
-    knots = 2 * bound * knots - bound
-    # Pin both ends: the cumsum's rounding must not open a gap with the linear tails.
-    knots = torch.cat([torch.full_like(knots[..., :1], -bound), knots[..., 1:-1],
-                       torch.full_like(knots[..., :1], bound)], dim=-1)
-    return knots
+    inner = 2 * bound * torch.cumsum(sizes[..., :-1], dim=-1) - bound
+    # Both ends are set, not summed: the cumsum's rounding must not open a gap with the tails.
+    end = torch.full_like(inner[..., :1], bound)
+    return torch.cat([-end, inner, end], dim=-1)
 
 
 def _bin_values(knots_x: Tensor, knots_y: Tensor, derivatives: Tensor, index: Tensor) -> list[Tensor]:
