@@ -57,7 +57,7 @@ def test_logdet_matches_autograd_jacobian(case):
 def test_identity_initialised_flow_gives_the_gaussian_bits_per_dim(case):
     flow = _make(case).eval()  # ActNorm not yet initialised: every layer is the identity
     x = _pixels(flow.input_shape)
-    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(flow.eval_seed))
+    noise = torch.rand((1, *x.shape[1:]), generator=torch.Generator().manual_seed(flow.eval_seed))
     z = (x.double() + noise.double()) / 256 - 0.5
     d = z[0].numel()
     by_hand = (0.5 * z.pow(2) + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1) / (d * math.log(2)) + 8.0
@@ -76,6 +76,8 @@ def test_eval_log_prob_is_deterministic_and_state_round_trips(case):
     x = _pixels(flow.input_shape, seed=1)
     first = flow.log_prob(x)
     torch.testing.assert_close(flow.log_prob(x), first, rtol=0, atol=0)
+    torch.testing.assert_close(flow.log_prob(x.flip(0)).flip(0), first)  # independent of batch order
+    torch.testing.assert_close(flow.log_prob(x[1:2])[0], first[1])
     fresh = state_roundtrip(lambda: _make(case), flow)
     assert all(bool(m.initialized) for m in fresh.modules() if hasattr(m, "initialized"))
     torch.testing.assert_close(fresh.log_prob(x), first, rtol=0, atol=0)
@@ -144,6 +146,11 @@ def test_bad_inputs_raise_value_error():
                          (_pixels((1, 8, 8))[0], "batch dimension")]:
         with pytest.raises(ValueError, match=message):
             flow.log_prob(bad)
+
+
+def test_float64_model_scores_in_float64():
+    flow = _make("mixerflow_1x8x8").double().eval()
+    assert flow.log_prob(_pixels(flow.input_shape)).dtype == torch.float64
 
 
 def test_top_level_api():

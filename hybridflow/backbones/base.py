@@ -79,10 +79,20 @@ class FlowBackbone(Flow):
         return sum(p.numel() for p in self.parameters())
 
     def dequantize(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> Tensor:
-        """Validate integer pixels and dequantise them (seeded noise in evaluation mode)."""
-        pixels = check_pixels(x, self.input_shape).to(self._device())
-        generator = None if self.training else torch.Generator().manual_seed(self.eval_seed)
-        return dequantize(pixels, noise=noise, generator=generator)
+        """Validate integer pixels and dequantise them, in the model's dtype and device.
+
+        Training mode draws fresh noise. Evaluation mode uses one noise image drawn from a
+        generator seeded with ``eval_seed`` and shared by every example, so an image's
+        ``log_prob`` depends neither on the call nor on the rest of its batch.
+        """
+        pixels = check_pixels(x, self.input_shape)
+        dtype, device = self._dtype_device()
+        if noise == "uniform" and not self.training:
+            shared = torch.rand((1, *self.input_shape), generator=torch.Generator().manual_seed(self.eval_seed))
+            u = (pixels + shared) / NUM_BINS
+        else:
+            u = dequantize(pixels, noise=noise)
+        return u.to(device=device, dtype=dtype)
 
     def encode(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> tuple[Tensor, Tensor]:
         """One pass over integer pixels: the latent ``z`` and ``log p(x)`` in nats.
@@ -113,7 +123,8 @@ class FlowBackbone(Flow):
         was_training = self.training
         self.eval()  # BatchNorm in the conditioners must use its running statistics
         try:
-            z = torch.randn((n, *self.latent_shape), generator=generator).to(self._device()) * temperature
+            dtype, device = self._dtype_device()
+            z = torch.randn((n, *self.latent_shape), generator=generator).to(device=device, dtype=dtype) * temperature
             u = self.inverse(z)
         finally:
             self.train(was_training)
@@ -128,10 +139,13 @@ class FlowBackbone(Flow):
     def _pool(self, z: Tensor) -> Tensor:
         return z.mean(dim=(2, 3))
 
-    def _device(self) -> torch.device:
+    def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
         for p in self.parameters():
-            return p.device
-        return torch.device("cpu")
+            return p.dtype, p.device
+        return torch.get_default_dtype(), torch.device("cpu")
+
+    def _device(self) -> torch.device:
+        return self._dtype_device()[1]
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}, num_params={self.num_params:,}"
