@@ -1,0 +1,312 @@
+r"""A hybrid generative classifier: one normalising flow, a linear head on its latent, and the
+joint objective of DESIGN.md.
+
+One pass of the flow gives both the density and the prediction: ``z, log p(x) = flow.encode(x)``,
+``logits = W z + b`` (``z`` flattened, or pooled over positions with ``pooled=True``).
+
+The objective, per example ``i`` of a batch of ``B`` integer images::
+
+    loss_i = bpd_i + lam * CE_i / ln 2        (labelled, y_i in 0..K-1)
+    loss_i = bpd_i                            (unlabelled, y_i = -1)
+    total  = (1 / B) * sum_i loss_i           (mean over *all* B examples)
+
+``bpd_i = -log p(x_i) / (D ln 2)`` are bits per dimension of the integer image (8-bit offset
+included) and ``CE_i = -log p(y_i | x_i)`` is in nats, so ``CE_i / ln 2`` is in bits: both terms
+are in bits. Because the mean runs over all ``B`` examples, the classification term's weight in a
+batch grows with its labelled fraction; unlabelled examples add nothing but their density term.
+``lam = 0`` is a pure flow; a large ``lam`` is a discriminative model with an invertible body.
+
+Nalisnick et al. (2019) maximise ``log p(y|x) + a * log p(x)``. Multiplying our loss by
+``ln 2 / lam`` gives ``-log p(y|x) - log p(x) / (lam * D)``, the same objective with
+``a = 1 / (lam * D)`` (and our loss is theirs times ``lam / ln 2``, so the optimum is the same).
+
+Example:
+    >>> import torch
+    >>> model = HybridModel("mixerflow_tiny", num_classes=10, input_shape=(1, 8, 8), patch_size=2,
+    ...                     num_layers=1, hidden=8, steps=1)
+    >>> x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    >>> parts = model(x, torch.tensor([3, 1, -1, -1]))
+    >>> parts.total.shape, parts.bits_per_dim.shape, parts.logits.shape
+    (torch.Size([]), torch.Size([4]), torch.Size([4, 10]))
+    >>> model.predict_proba(x).sum(1).allclose(torch.ones(4))
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbones import FlowBackbone, create_backbone
+
+__all__ = ["HybridModel", "HybridLoss", "nalisnick_weight"]
+
+_LN2 = math.log(2.0)
+
+
+def nalisnick_weight(lam: float, num_dims: int) -> float:
+    """Nalisnick et al.'s density weight ``a`` for our ``lam``: ``a = 1 / (lam * D)``
+    (``inf`` for ``lam = 0``, a pure flow).
+
+    Example:
+        >>> nalisnick_weight(1.0, 784)
+        0.0012755102040816326
+    """
+    return math.inf if lam == 0 else 1.0 / (lam * num_dims)
+
+
+class HybridLoss(NamedTuple):
+    """The parts of the hybrid objective for one batch of ``B`` examples.
+
+    A NamedTuple so that ``DistributedDataParallel``, which only sees ``forward``'s output,
+    finds the tensors in it.
+
+    Attributes:
+        total: scalar, ``mean_i(bits_per_dim_i + lam * cross_entropy_i / ln 2)`` over all ``B``.
+        bits_per_dim: ``(B,)`` bits/dim of every example.
+        cross_entropy: ``(B,)`` cross-entropy in nats, ``0`` for unlabelled examples.
+        logits: ``(B, K)`` class scores from the same pass of the flow.
+        targets: ``(B,)`` int64 labels on the logits' device, ``-1`` = unlabelled.
+    """
+
+    total: Tensor
+    bits_per_dim: Tensor
+    cross_entropy: Tensor
+    logits: Tensor
+    targets: Tensor
+
+    @property
+    def labelled(self) -> Tensor:
+        """``(B,)`` bool mask of the labelled examples."""
+        return self.targets >= 0
+
+    @property
+    def num_labelled(self) -> int:
+        return int(self.labelled.sum())
+
+    @property
+    def num_correct(self) -> int:
+        """Labelled examples whose largest logit is at their label."""
+        return int((self.logits.argmax(1) == self.targets).sum())
+
+
+class HybridModel(nn.Module):
+    """A flow backbone with a linear classification head on its latent.
+
+    Args:
+        backbone: a registered backbone name (see ``list_backbones()``) or a built
+            :class:`FlowBackbone`. Only a named backbone can be rebuilt from a checkpoint.
+        num_classes: ``K``, the number of classes of the head.
+        lam: weight ``lambda >= 0`` of the cross-entropy (0 = pure flow; see the module docstring).
+        input_shape: ``(C, H, W)`` passed to ``create_backbone`` (name only).
+        pooled: put the head on the latent averaged over positions (``backbone.embed(pooled=True)``)
+            instead of the full flattened latent of ``D`` values.
+        **backbone_overrides: further ``create_backbone`` keyword arguments (name only).
+
+    Evaluation-time methods (``predict_logits``, ``predict_proba``, ``embed``, ``log_prob``,
+    ``bits_per_dim``) run the model in evaluation mode and restore the mode afterwards:
+    BatchNorm uses its running statistics, embeddings and logits use midpoint dequantisation and
+    densities use the backbone's seeded noise, so a result depends neither on the random noise
+    nor on the rest of the batch. They leave autograd to the caller (wrap them in
+    ``torch.no_grad()`` when no gradient is needed).
+
+    Example:
+        >>> model = HybridModel("glow_tiny", num_classes=10, lam=1.0)
+        >>> model.config()["backbone"]
+        'glow_tiny'
+    """
+
+    def __init__(
+        self,
+        backbone: str | FlowBackbone,
+        num_classes: int,
+        lam: float = 1.0,
+        input_shape: tuple[int, int, int] | None = None,
+        pooled: bool = False,
+        **backbone_overrides: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(backbone, str):
+            if input_shape is not None:
+                backbone_overrides["input_shape"] = tuple(input_shape)
+            backbone = create_backbone(backbone, **backbone_overrides)
+        elif isinstance(backbone, FlowBackbone):
+            if backbone_overrides:
+                raise ValueError(f"backbone options {sorted(backbone_overrides)} need a backbone name, "
+                                 "not a built backbone")
+            if input_shape is not None and tuple(input_shape) != backbone.input_shape:
+                raise ValueError(f"input_shape {tuple(input_shape)} does not match the backbone's "
+                                 f"{backbone.input_shape}")
+        else:
+            raise TypeError(f"backbone must be a registered name or a FlowBackbone, got {type(backbone).__name__}")
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
+        lam = float(lam)
+        if not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"lam must be a finite number >= 0, got {lam}")
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.lam = lam
+        self.pooled = bool(pooled)
+        self.head = nn.Linear(self.num_features, self.num_classes)
+        self._frozen = False
+
+    # -- shape facts -------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.backbone.input_shape
+
+    @property
+    def num_dims(self) -> int:
+        """``D = C * H * W``."""
+        return self.backbone.num_dims
+
+    @property
+    def num_features(self) -> int:
+        """Length of the embedding the head sees: ``D``, or the pooled size."""
+        if not self.pooled:
+            return self.num_dims
+        # Pooling is a reshape-and-mean of the latent: no flow pass needed to learn its size.
+        return int(self.backbone._pool(torch.zeros(1, *self.backbone.latent_shape)).shape[-1])
+
+    @property
+    def nalisnick_weight(self) -> float:
+        """``a = 1 / (lam * D)`` of Nalisnick et al. (2019)."""
+        return nalisnick_weight(self.lam, self.num_dims)
+
+    # -- frozen-backbone mode (linear probes) -------------------------------------------------
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def freeze_backbone(self, frozen: bool = True) -> HybridModel:
+        """Train only the head: the backbone's parameters stop requiring gradients and it stays
+        in evaluation mode (running BatchNorm statistics, seeded noise) even under ``train()``.
+        ``forward`` then runs the backbone without autograd; ``freeze_backbone(False)`` undoes it."""
+        self._frozen = bool(frozen)
+        self.backbone.requires_grad_(not self._frozen)
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> HybridModel:
+        super().train(mode)
+        if self._frozen:
+            self.backbone.eval()
+        return self
+
+    # -- the objective ---------------------------------------------------------------------------
+    def _features(self, z: Tensor) -> Tensor:
+        return self.backbone._pool(z) if self.pooled else z.flatten(1)
+
+    def _check_targets(self, y: Tensor, batch: int, device: torch.device) -> Tensor:
+        y = torch.as_tensor(y)
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.dim() != 1 or len(y) != batch:
+            raise ValueError(f"labels must be an integer tensor of shape ({batch},) with -1 for unlabelled, "
+                             f"got dtype {y.dtype} and shape {tuple(y.shape)}")
+        y = y.to(device=device, dtype=torch.int64)
+        if batch and (int(y.min()) < -1 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in -1..{self.num_classes - 1} (-1 = unlabelled), "
+                             f"got range [{int(y.min())}, {int(y.max())}]")
+        return y
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> HybridLoss:
+        """The loss parts of integer images ``x`` (B, C, H, W) with labels ``y`` (B,), ``-1`` or
+        ``None`` for unlabelled; one pass of the flow gives both terms (see the module docstring)."""
+        if self._frozen:
+            with torch.no_grad():  # the backbone is a fixed feature map: keep no graph through it
+                z, log_prob = self.backbone.encode(x)
+        else:
+            z, log_prob = self.backbone.encode(x)
+        bpd = -log_prob / (self.num_dims * _LN2)
+        logits = self.head(self._features(z))
+        if y is None:
+            y = torch.full((len(x),), -1, dtype=torch.int64)
+        y = self._check_targets(y, len(x), logits.device)
+        labelled = y >= 0
+        # Unlabelled rows get a dummy target and their CE is masked to exactly 0 (torch.where also
+        # keeps their gradient at 0, even if that dummy CE were not finite).
+        ce = F.cross_entropy(logits, torch.where(labelled, y, 0), reduction="none")
+        ce = torch.where(labelled, ce, torch.zeros_like(ce))
+        total = (bpd + (self.lam / _LN2) * ce).mean()
+        return HybridLoss(total, bpd, ce, logits, y)
+
+    def loss(self, x: Tensor, y: Tensor | None = None) -> HybridLoss:
+        """Same as calling the model: the :class:`HybridLoss` of a batch."""
+        return self(x, y)
+
+    # -- evaluation-time queries ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The head's input: the latent (midpoint dequantisation) flattened ``(B, D)`` or pooled."""
+        with self._evaluating():
+            return self.backbone.embed(x, pooled=self.pooled)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        """Class scores ``(B, K)`` of integer images, independent of noise and batch."""
+        return self.head(self.embed(x))
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Class probabilities ``(B, K)`` (softmax of :meth:`predict_logits`)."""
+        return self.predict_logits(x).softmax(dim=1)
+
+    def predict(self, x: Tensor) -> Tensor:
+        """The most likely class ``(B,)``."""
+        return self.predict_logits(x).argmax(dim=1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p(x)`` in nats of integer images ``(B,)`` (seeded dequantisation noise)."""
+        with self._evaluating():
+            return self.backbone.log_prob(x)
+
+    def bits_per_dim(self, x: Tensor) -> Tensor:
+        """Bits per dimension ``(B,)`` of integer images (8-bit offset included)."""
+        return -self.log_prob(x) / (self.num_dims * _LN2)
+
+    # -- rebuilding ------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as plain JSON types; ``HybridModel.from_config(config)`` rebuilds
+        the architecture (weights come from the checkpoint).
+
+        Raises ``ValueError`` for a backbone that was not built by ``create_backbone``.
+        """
+        name = getattr(self.backbone, "name", None)
+        options = getattr(self.backbone, "config", None)
+        if name is None or options is None:
+            raise ValueError(f"backbone {type(self.backbone).__name__} was not built by create_backbone, so "
+                             "its configuration cannot be stored; rebuild the model yourself and load the weights")
+        return _jsonable(dict(backbone=name, num_classes=self.num_classes, lam=self.lam, pooled=self.pooled,
+                              input_shape=list(self.input_shape), backbone_options=dict(options)))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> HybridModel:
+        """Build an (untrained) model from :meth:`config`'s output."""
+        try:
+            options = {k: tuple(v) if isinstance(v, list) else v for k, v in config["backbone_options"].items()}
+            return cls(config["backbone"], num_classes=config["num_classes"], lam=config["lam"],
+                       input_shape=tuple(config["input_shape"]), pooled=config["pooled"], **options)
+        except KeyError as missing:
+            raise ValueError(f"model config lacks the key {missing}") from None
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, lam={self.lam}, pooled={self.pooled}, frozen={self._frozen}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
