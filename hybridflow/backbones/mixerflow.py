@@ -29,6 +29,9 @@ from .base import FlowBackbone
 __all__ = ["MixerFlow", "MixerLayer", "MixingFlow", "Transpose"]
 
 
+ACTNORM_FACTOR = 1.0
+
+
 class Transpose(Flow):
     """Swap the last two dimensions: rows become columns. Log-det 0."""
 
@@ -49,13 +52,16 @@ class MixingFlow(FlowSequence):
 
     def __init__(self, rows: int, features: int, hidden: int, steps: int,
                  permutation: Literal["identity", "reverse"] = "identity", coupling: str = "affine",
-                 **coupling_options) -> None:
-        layers: list[Flow] = [ActNorm((rows, features), pooled_scale_init=True)]
+                 actnorm_factor: float = ACTNORM_FACTOR, **coupling_options) -> None:
+        def actnorm() -> ActNorm:
+            return ActNorm((rows, features), pooled_scale_init=True, log_scale_factor=actnorm_factor)
+
+        layers: list[Flow] = [actnorm()]
         for _ in range(steps):
             layers.append(LULinear(features, permutation=permutation))
             if features >= 2:
                 layers.append(create_coupling(coupling, features, hidden, **coupling_options))
-            layers.append(ActNorm((rows, features), pooled_scale_init=True))
+            layers.append(actnorm())
         super().__init__(*layers)
 
 

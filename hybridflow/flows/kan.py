@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Flow
-from .coupling import AffineCoupling, register_coupling
+from .coupling import INPUT_BOUND, AffineCoupling, register_coupling, soft_clamp
 
 __all__ = ["KANConditioner", "KANLayer", "b_spline_basis"]
 
@@ -143,9 +143,14 @@ class KANConditioner(nn.Module):
     the first steps of training. ``ResidualMLP`` normalises the same way. Leading dimensions are
     flattened into the batch, so all rows of a mixer-matrix share the statistics and weights.
 
+    The input is first soft-clamped to ``±input_bound``, as in ``ResidualMLP`` (see
+    :data:`~hybridflow.flows.coupling.INPUT_BOUND`): BatchNorm alone rescales but would still pass
+    a single far outlier through.
+
     Args:
         num_layers: KAN layers in the stack (2: one hidden layer of width ``hidden``).
         norm: BatchNorm the input of every KAN layer.
+        input_bound: soft-clamp bound of the input (``None``: none).
         **kan_options: ``grid_size``, ``spline_order``, ``grid_range`` of every layer.
 
     Example:
@@ -155,8 +160,9 @@ class KANConditioner(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 64, num_layers: int = 2,
-                 norm: bool = True, **kan_options) -> None:
+                 norm: bool = True, input_bound: float | None = INPUT_BOUND, **kan_options) -> None:
         super().__init__()
+        self.input_bound = input_bound
         if num_layers < 1:
             raise ValueError(f"KANConditioner needs at least one layer, got {num_layers}")
         sizes = [in_features] + [hidden] * (num_layers - 1) + [out_features]
@@ -167,6 +173,8 @@ class KANConditioner(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = x.reshape(-1, x.shape[-1])
+        if self.input_bound is not None:
+            h = soft_clamp(h, self.input_bound)
         for norm, layer in zip(self.norms, self.layers):
             h = layer(norm(h))
         return h.reshape(*x.shape[:-1], -1)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Flow
-from .coupling import register_coupling, soft_clamp
+from .coupling import INPUT_BOUND, register_coupling, soft_clamp
 
 __all__ = ["MADE", "MAFLayer", "MaskedLinear"]
 
@@ -48,6 +48,8 @@ class MADE(nn.Module):
         hidden: width of each hidden layer.
         num_hidden_layers: masked hidden layers (GELU after each).
         outputs_per_feature: e.g. 2 for a shift and a log-scale.
+        input_bound: inputs pass through ``soft_clamp(x, input_bound)`` first (element-wise, so
+            the masks still hold; why: see :data:`~hybridflow.flows.coupling.INPUT_BOUND`).
 
     Hidden units get degrees ``1 .. D-1`` cyclically (deterministic, so a checkpoint rebuilds the
     same masks); the output layer is zero-initialised. Output ``i`` with degree ``i + 1`` sees
@@ -59,8 +61,10 @@ class MADE(nn.Module):
         torch.Size([2, 8])
     """
 
-    def __init__(self, features: int, hidden: int, num_hidden_layers: int = 2, outputs_per_feature: int = 2) -> None:
+    def __init__(self, features: int, hidden: int, num_hidden_layers: int = 2, outputs_per_feature: int = 2,
+                 input_bound: float | None = INPUT_BOUND) -> None:
         super().__init__()
+        self.input_bound = input_bound
         if features < 1 or hidden < 1 or num_hidden_layers < 1 or outputs_per_feature < 1:
             raise ValueError(f"MADE needs positive sizes, got features={features}, hidden={hidden}, "
                              f"num_hidden_layers={num_hidden_layers}, outputs_per_feature={outputs_per_feature}")
@@ -80,6 +84,8 @@ class MADE(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.input_bound is not None:
+            x = soft_clamp(x, self.input_bound)
         return self.output(self.hidden(x))
 
 

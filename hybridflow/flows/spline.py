@@ -13,7 +13,8 @@ elements. The inverse solves the bin's quadratic with the numerically stable roo
 ``2c / (-b - sqrt(b^2 - 4ac))`` (its denominator is provably negative for a monotone spline, so
 it never divides by zero) and clamps the discriminant at 0, which rounding can push below zero:
 the NaN source of some other libraries. Inputs exactly at a knot or at ``±tail_bound`` land in a
-definite bin (``right=True`` search, then a clamp), so they give finite, exact values.
+definite bin (``right=True`` search, then a clamp), so they give finite values: exact knots in
+the forward direction, knots to rounding error in the inverse.
 
 Example:
     >>> import torch
@@ -152,7 +153,7 @@ def rational_quadratic_spline(
         c = -s_k * dy
         discriminant = (b * b - 4 * a * c).clamp_min(0)
         theta = (2 * c / (-b - discriminant.sqrt())).clamp(0, 1)
-        # lerp is exact at both ends (theta 0 and 1), so knots and bounds map back exactly
+        # lerp returns the bin's end knots exactly at theta 0 and 1 (x_k + theta * w_k may not)
         out = torch.lerp(x_k, x_k1, theta)
     else:
         theta = ((x - x_k) / w_k).clamp(0, 1)
