@@ -21,7 +21,7 @@ __all__ = ["register_backbone", "create_backbone", "list_backbones", "backbone_f
 _REGISTRY: dict[str, Callable[..., FlowBackbone]] = {}
 
 #: ``--backbone mixerflow`` means the family's small default configuration.
-FAMILY_DEFAULTS = {"mixerflow": "mixerflow_tiny", "glow": "glow_tiny"}
+FAMILY_DEFAULTS = {"mixerflow": "mixerflow_tiny", "glow": "glow_tiny", "nsf_glow": "nsf_glow_tiny"}
 
 
 def register_backbone(fn: Callable[..., FlowBackbone]) -> Callable[..., FlowBackbone]:
@@ -54,5 +54,8 @@ def list_backbones(pattern: str | None = None) -> list[str]:
 
 
 def backbone_family(name: str) -> str:
-    """``"mixerflow_tiny" -> "mixerflow"``: the part before the first underscore."""
-    return FAMILY_DEFAULTS.get(name, name).split("_")[0]
+    """``"mixerflow_tiny" -> "mixerflow"``, ``"nsf_glow_tiny" -> "nsf_glow"``: the longest family
+    name that ``name`` starts with (else the part before the first underscore)."""
+    name = FAMILY_DEFAULTS.get(name, name)
+    families = [f for f in FAMILY_DEFAULTS if name == f or name.startswith(f + "_")]
+    return max(families, key=len) if families else name.split("_")[0]
