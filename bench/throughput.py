@@ -49,16 +49,18 @@ def _loss(model, pixels: torch.Tensor) -> torch.Tensor:
     return (-model.log_prob(u) / (d * math.log(2)) + 8).mean()
 
 
-def _timed(fn, repeats: int, iters: int) -> float:
-    """Median seconds per call over ``repeats`` groups of ``iters`` calls, after one warm-up."""
+def _timed(fn, repeats: int, iters: int) -> tuple[float, float]:
+    """Median wall and process-CPU seconds per call over ``repeats`` groups of ``iters`` calls,
+    after one warm-up. CPU seconds are the steadier figure on a shared machine."""
     fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(iters):
             fn()
-        times.append((time.perf_counter() - start) / iters)
-    return statistics.median(times)
+        walls.append((time.perf_counter() - start) / iters)
+        cpus.append((time.process_time() - cpu) / iters)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, iters: int, device: str) -> dict:
@@ -83,12 +85,13 @@ def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, it
         _sync(device)
 
     rss_before = _peak_rss_mb()
-    train_s = _timed(train_step, repeats, iters)
+    train_s, train_cpu = _timed(train_step, repeats, iters)
     model.eval()
-    score_s = _timed(score, repeats, iters)
+    score_s, score_cpu = _timed(score, repeats, iters)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb())
     return dict(model=name, shape="x".join(map(str, shape)), params=sum(p.numel() for p in model.parameters()),
-                train_img_s=batch / train_s, log_prob_img_s=batch / score_s, peak_mem_mb=peak,
+                train_img_s=batch / train_s, log_prob_img_s=batch / score_s,
+                train_img_per_cpu_s=batch / train_cpu, log_prob_img_per_cpu_s=batch / score_cpu, peak_mem_mb=peak,
                 peak_mem_growth_mb=peak - rss_before if device != "cuda" else peak, batch=batch,
                 threads=torch.get_num_threads(), device=device)
 
@@ -106,7 +109,10 @@ def _run_worker(args, name: str, shape: str) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", name, "--shapes", shape, "--batch", str(args.batch),
            "--repeats", str(args.repeats), "--iters", str(args.iters), "--threads", str(args.threads),
            "--device", args.device]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # Idle OpenMP threads that spin steal the other core from everything else on a shared
+    # machine (seen here: a 10x slowdown at 2 threads under load); let them sleep instead.
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         print(f"  {name} {shape}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -114,14 +120,21 @@ def _run_worker(args, name: str, shape: str) -> dict | None:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| model | input | params | train img/s | log_prob img/s | peak RSS MB | train x normflows | log_prob x normflows |",
+    """Markdown table; ratios are to normflows' Glow on the same input, by wall clock and by
+    process CPU time (the latter is steadier when other work shares the machine)."""
+    lines = ["| model | input | params | train img/s | log_prob img/s | peak RSS MB | train x nf (wall / cpu) "
+             "| log_prob x nf (wall / cpu) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for shape in dict.fromkeys(r["shape"] for r in rows):
         group = [r for r in rows if r["shape"] == shape]
         ref = next((r for r in group if r["model"] == REFERENCE), None)
         for r in group:
-            tr = f"{r['train_img_s'] / ref['train_img_s']:.2f}" if ref else "-"
-            lp = f"{r['log_prob_img_s'] / ref['log_prob_img_s']:.2f}" if ref else "-"
+            tr = lp = "-"
+            if ref:
+                tr = (f"{r['train_img_s'] / ref['train_img_s']:.2f} / "
+                      f"{r['train_img_per_cpu_s'] / ref['train_img_per_cpu_s']:.2f}")
+                lp = (f"{r['log_prob_img_s'] / ref['log_prob_img_s']:.2f} / "
+                      f"{r['log_prob_img_per_cpu_s'] / ref['log_prob_img_per_cpu_s']:.2f}")
             lines.append(f"| {r['model']} | {shape} | {r['params']:,} | {r['train_img_s']:.0f} | "
                          f"{r['log_prob_img_s']:.0f} | {r['peak_mem_mb']:.0f} | {tr} | {lp} |")
     return "\n".join(lines)
