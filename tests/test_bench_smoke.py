@@ -1,0 +1,177 @@
+"""The benchmarks' smoke modes (bench/*.py --smoke) run end to end and write the JSON the renderer
+reads, so the scripts behind BENCHMARKS.md never rot. Seconds in all: tiny models, a few steps.
+
+Every script runs in this process (``main(argv)``), writing to a temporary folder; the density
+run's models are reused by the embedding and OOD runs, as in bench/run_all.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _common  # noqa: E402
+
+DATA = Path(_common.default_data_root())
+HAVE_DATA = _common.data_available(DATA, "mnist", "fashionmnist", "cifar10")
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"benchmark data not found in {DATA}")
+HAVE_NORMFLOWS = __import__("_comparators").normflows_available()
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _argv(results, checkpoints, *extra):
+    return ["--smoke", "--quiet", "--threads", "1", "--data-root", str(DATA), "--results-dir", str(results),
+            "--checkpoint-dir", str(checkpoints), *extra]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """The scripts set torch's thread count (and seeds) for the process: give the other tests theirs back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Every data-backed benchmark's smoke run, in run_all.sh's order; returns the results folder."""
+    if not HAVE_DATA:
+        pytest.skip(f"benchmark data not found in {DATA}")
+    import density
+    import embeddings
+    import hybrid_tradeoff
+    import ood
+    import permutations
+
+    results = tmp_path_factory.mktemp("results")
+    checkpoints = tmp_path_factory.mktemp("checkpoints")
+    density.main(_argv(results, checkpoints))
+    permutations.main(_argv(results, checkpoints))
+    embeddings.main(_argv(results, checkpoints, "--reuse"))
+    hybrid_tradeoff.main(_argv(results, checkpoints))
+    ood.main(_argv(results, checkpoints, "--reuse"))
+    yield results
+    _common._load_cached.cache_clear()  # the full MNIST / Fashion-MNIST arrays
+
+
+def _load(results: Path, name: str) -> dict:
+    record = json.loads((results / f"{name}.json").read_text())
+    for key in ("command", "date", "machine", "settings", "git", "wall_seconds"):
+        assert key in record, f"{name}.json lacks {key}"
+    assert record["smoke"] is True
+    assert record["command"].startswith(f"python bench/{name}.py")
+    assert {"nproc", "torch", "threads"} <= set(record["machine"])
+    return record
+
+
+def _models() -> set[str]:
+    return {"mixerflow_tiny", "glow_tiny"} | ({"normflows_glow"} if HAVE_NORMFLOWS else set())
+
+
+@needs_data
+def test_density(smoke):
+    record = _load(smoke, "density")
+    runs = record["runs"]
+    assert {(r["dataset"], r["model"]) for r in runs} == {(d, m) for d in ("mnist", "fashionmnist") for m in _models()}
+    for r in runs:
+        assert _finite(r["test_bits_per_dim"]) and 0 < r["test_bits_per_dim"] < 20
+        assert r["params"] > 0 and r["test_examples"] == 64
+        assert r["train"]["steps"] == 5 and _finite(r["train"]["images_per_s"])
+    for timing in record["throughput"].values():
+        assert _finite(timing["train_img_s"]) and _finite(timing["log_prob_img_s"])
+    assert "mixerflow_minus_glow" in record["summary"]["mnist"]
+
+
+@needs_data
+def test_permutations_reuse_the_density_baseline(smoke):
+    record = _load(smoke, "permutations")
+    assert {r["shuffle"] for r in record["runs"]} == {"none", "global", "local"}
+    assert all("baseline_source" in r for r in record["runs"] if r["shuffle"] == "none")
+    assert len(record["changes"]) == 2 * len(_models())
+    for change in record["changes"]:
+        assert _finite(change["delta_global"]) and _finite(change["delta_local"])
+
+
+@needs_data
+def test_embeddings_reuse_the_density_models(smoke):
+    record = _load(smoke, "embeddings")
+    assert set(record["datasets"]) == {"fashionmnist", "cifar10"}
+    for dataset, entry in record["datasets"].items():
+        assert set(entry["features"]) == {"raw pixels"} | _models()
+        for name, f in entry["features"].items():
+            assert 0 <= f["accuracy_mean"] <= 1 and _finite(f["log_loss_mean"])
+            if name != "raw pixels":
+                assert f["model"]["train"]["reused"] is (dataset == "fashionmnist")
+
+
+@needs_data
+def test_hybrid_tradeoff(smoke):
+    record = _load(smoke, "hybrid_tradeoff")
+    assert [r["lam"] for r in record["sweep"]] == [0.0, 1.0, 100.0]
+    for r in record["sweep"] + record["semi_supervised"]:
+        assert 0 <= r["test_accuracy"] <= 1 and _finite(r["test_bits_per_dim"])
+    assert {(r["labels"], r["setting"]) for r in record["semi_supervised"]} == {(20, "semi-supervised"),
+                                                                             (20, "labelled only")}
+    assert (smoke / record["plot"]).stat().st_size > 0
+
+
+@needs_data
+def test_ood(smoke):
+    record = _load(smoke, "ood")
+    assert {r["direction"] for r in record["runs"]} == {"fashionmnist->mnist", "mnist->fashionmnist"}
+    for r in record["runs"]:
+        assert r["train"]["reused"] is True
+        assert any(name.startswith("likelihood_ratio") for name in r["metrics"])
+        assert len(r["metrics"]) == 9
+        for m in r["metrics"].values():
+            assert all(0 <= m[k] <= 1 for k in ("auroc", "aupr_in", "aupr_out", "fpr95"))
+
+
+def test_scaling_and_render(tmp_path):
+    """Scaling needs no data; the renderer fills every section it has JSON for."""
+    import render
+    import scaling
+
+    scaling.main(_argv(tmp_path, tmp_path / "ckpt"))
+    record = _load(tmp_path, "scaling")
+    assert {r["size"] for r in record["rows"]} == {16, 32}
+    assert all(_finite(r["train_s_per_image"]) and _finite(r["log_prob_s_per_image"]) for r in record["rows"])
+    assert all(_finite(f["train_slope"]) for f in record["fits"].values())
+    text = render.main(["--results-dir", str(tmp_path), "--out", str(tmp_path / "BENCHMARKS.md")])
+    assert text.count("_Not yet run") == 5
+    assert "## 6. Scaling with image size" in text and "slope" in text
+    assert "scaling.png" in text
+
+
+@needs_data
+def test_render_every_section(smoke, tmp_path):
+    import render
+
+    out = tmp_path / "BENCHMARKS.md"
+    if not (smoke / "scaling.json").exists():
+        import scaling
+
+        scaling.main(_argv(smoke, tmp_path / "ckpt"))
+    text = render.main(["--results-dir", str(smoke), "--out", str(out)])
+    assert out.read_text() == text
+    assert "Not yet run" not in text and "could not be rendered" not in text
+    for _, title, _ in render.SECTIONS:
+        assert f"## {title}" in text
+    assert "Against the paper" in text and "Smoke run" in text
+    assert "hybrid_tradeoff.png" in text
