@@ -664,9 +664,10 @@ class _Trainer:
         if step % config.log_every == 0 or last:
             entry = self._log_train(window)
             if entry is not None:
-                bar.set_postfix(bpd=f"{entry['bits_per_dim']:.3f}" if entry["bits_per_dim"] is not None else "-",
-                                acc=f"{entry['accuracy']:.3f}" if entry["accuracy"] is not None else "-",
-                                skipped=self.nonfinite, refresh=False)
+                shown = dict(bpd=f"{entry['bits_per_dim']:.3f}" if entry["bits_per_dim"] is not None else "-")
+                if self.model.lam > 0:  # at lam = 0 the head never trains: its accuracy means nothing
+                    shown["acc"] = f"{entry['accuracy']:.3f}" if entry["accuracy"] is not None else "-"
+                bar.set_postfix(**shown, skipped=self.nonfinite, refresh=False)
             window.reset()
         validate = self.val_data is not None and ((config.eval_every and step % config.eval_every == 0) or last)
         save = config.out_dir is not None and ((config.checkpoint_every and step % config.checkpoint_every == 0) or last)

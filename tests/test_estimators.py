@@ -33,19 +33,6 @@ def tiny(**params) -> HybridFlowClassifier:
                                    **params})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Shared 2-core machines: OpenMP and OpenBLAS threads spinning against other jobs made these
-    tiny models several times slower than one thread. Restored after the module."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1, "blas"):
-        yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     """8x8 digits as uint8 (N, 1, 8, 8), labels 0..9: train (1347) and test (450)."""

@@ -21,14 +21,6 @@ from hybridflow.train import TrainConfig, train
 TINY = dict(input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=16, steps=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> HybridModel:
     """A hybrid model trained for a few steps, so neither the flow nor the head is the identity."""

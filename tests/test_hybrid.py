@@ -16,15 +16,6 @@ TINY = dict(input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=16, steps=
 LN2 = math.log(2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: extra threads only add contention on a shared machine (often 10x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(lam: float = 1.0, pooled: bool = False, seed: int = 0) -> HybridModel:
     torch.manual_seed(seed)
     model = HybridModel("mixerflow_tiny", 10, lam=lam, pooled=pooled, **TINY)

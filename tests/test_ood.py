@@ -27,19 +27,6 @@ from hybridflow.ood import (
 TINY = {"patch_size": 2, "num_layers": 2, "hidden": 16, "steps": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Shared 2-core machines: OpenMP and OpenBLAS threads spinning against other jobs made these
-    tiny models several times slower than one thread. Restored after the module."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1, "blas"):
-        yield
-    torch.set_num_threads(before)
-
-
 def identity_flow() -> nn.Module:
     """A fresh MixerFlow in eval mode is the identity (identity LU / 1x1 conv, zero couplings,
     uninitialised ActNorm), so its density is a standard normal on the centred pixels."""

@@ -20,19 +20,6 @@ from hybridflow.probe import (
 FAST_CS = (0.01, 0.1, 1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Shared 2-core machines: OpenMP and OpenBLAS threads spinning against other jobs made these
-    tiny models several times slower than one thread. Restored after the module."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1, "blas"):
-        yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_digits_data(train=True), load_digits_data(train=False)

@@ -24,15 +24,6 @@ from hybridflow.train import NonFiniteLossError, TrainConfig, evaluate, lr_facto
 TINY = dict(input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=16, steps=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: extra threads only add contention on a shared machine (often 10x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits() -> tuple[ImageData, ImageData]:
     data = load_digits_data(train=True)
