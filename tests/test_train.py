@@ -122,7 +122,10 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(digits, tmp_path, ho
     for got, want in zip(result.history, expected.history):
         assert got.keys() == want.keys()
         for key in got.keys() - {"images_per_s"}:
-            assert got[key] == pytest.approx(want[key], rel=1e-5), (got["step"], key)
+            if isinstance(want[key], (int, float)) and not isinstance(want[key], bool):
+                assert got[key] == pytest.approx(want[key], rel=1e-5), (got["step"], key)
+            else:  # strings (the split's name) match exactly: pytest 9.2 refuses approx on them
+                assert got[key] == want[key], (got["step"], key)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(expected.history)  # the log continues without duplicates
 
