@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 
-# Idle OpenMP threads spin by default; on a machine shared with other jobs that makes two
-# threads many times slower than one. Must be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left to the caller (set it before torch loads). Spinning, the default,
+# is right on a quiet machine: OMP_WAIT_POLICY=PASSIVE halved MixerFlow's speed at 2 threads, which
+# would bias every comparison here. On a machine shared with other jobs, PASSIVE avoids a far
+# worse slowdown; run all models of a comparison under the same policy.
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+import _common as C  # noqa: E402
 
 import torch  # noqa: E402
 

@@ -109,10 +109,11 @@ def _run_worker(args, name: str, shape: str) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", name, "--shapes", shape, "--batch", str(args.batch),
            "--repeats", str(args.repeats), "--iters", str(args.iters), "--threads", str(args.threads),
            "--device", args.device]
-    # Idle OpenMP threads that spin steal the other core from everything else on a shared
-    # machine (seen here: a 10x slowdown at 2 threads under load); let them sleep instead.
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # OpenMP's wait policy is left to the caller: the default (spinning) suits a quiet machine
+    # (MixerFlow's log_prob: 3449 img/s at 2 threads, against 1530 with OMP_WAIT_POLICY=PASSIVE,
+    # which wakes sleeping threads for each of its many mid-sized ops); PASSIVE is kinder to other
+    # jobs on a busy one (spinning threads made 2 threads up to 10x slower under load).
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"  {name} {shape}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
         return None

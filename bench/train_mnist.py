@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 
-# Idle OpenMP threads spin by default; on a machine shared with other jobs that makes two
-# threads many times slower than one. Must be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left to the caller. Spinning (the default) is right on a quiet machine:
+# OMP_WAIT_POLICY=PASSIVE halved MixerFlow's speed at 2 threads (its many mid-sized ops each wake
+# sleeping threads). On a machine shared with other jobs, PASSIVE avoids a far worse slowdown.
 
 import torch  # noqa: E402
 
