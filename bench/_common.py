@@ -699,3 +699,13 @@ def fmt(value: Any, digits: int = 3) -> str:
 def timer() -> Callable[[], float]:
     started = time.perf_counter()
     return lambda: time.perf_counter() - started
+
+
+def two_panel_figure():
+    """A 9x3.6-inch matplotlib figure with two side-by-side axes (Agg canvas, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 3.6))
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(1, 2)

@@ -69,12 +69,7 @@ def run(args, spec, name: str, train: ImageData, test: ImageData, lam: float, ta
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 3.6))
-    FigureCanvasAgg(figure)
-    ax_acc, ax_bpd = figure.subplots(1, 2)
+    figure, (ax_acc, ax_bpd) = C.two_panel_figure()
     for model in dict.fromkeys(r["model"] for r in rows):
         group = sorted((r for r in rows if r["model"] == model), key=lambda r: r["lam"])
         lams = [r["lam"] for r in group]

@@ -49,12 +49,7 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 3.6))
-    FigureCanvasAgg(figure)
-    ax_time, ax_params = figure.subplots(1, 2)
+    figure, (ax_time, ax_params) = C.two_panel_figure()
     for model in dict.fromkeys(r["model"] for r in rows):
         group = sorted((r for r in rows if r["model"] == model), key=lambda r: r["pixels"])
         px = [r["pixels"] for r in group]
