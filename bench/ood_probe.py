@@ -40,7 +40,7 @@ def train_flow(name: str, images: torch.Tensor, args, tag: str, seed: int = 0) -
     model = create_backbone(name, input_shape=tuple(images.shape[1:]))
     cache = Path(args.cache) / f"{tag}_{name}_{args.minutes}min{'_smoke' if args.smoke else ''}.pt"
     if args.reuse and cache.exists():
-        saved = torch.load(cache, weights_only=False)
+        saved = torch.load(cache, weights_only=True)  # state dict and plain numbers: nothing to execute
         model.load_state_dict(saved["state"])
         return model.eval(), saved["info"]
     start = time.monotonic()
