@@ -709,3 +709,10 @@ def two_panel_figure():
     figure = Figure(figsize=(9, 3.6))
     FigureCanvasAgg(figure)
     return figure, figure.subplots(1, 2)
+
+
+def save_figure(figure, path: Path) -> None:
+    """Lay out ``figure`` and write it to ``path`` (folders created)."""
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)

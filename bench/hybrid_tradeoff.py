@@ -82,9 +82,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     ax_acc.legend()
     figure.suptitle("hybrid trade-off: one flow, bits/dim + lambda * CE / ln 2")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    C.save_figure(figure, path)
 
 
 def main(argv=None) -> dict:

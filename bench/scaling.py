@@ -62,9 +62,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax in (ax_time, ax_params):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    C.save_figure(figure, path)
 
 
 def main(argv=None) -> dict:

@@ -29,9 +29,6 @@ from .base import FlowBackbone
 __all__ = ["MixerFlow", "MixerLayer", "MixingFlow", "Transpose"]
 
 
-ACTNORM_FACTOR = 1.0
-
-
 class Transpose(Flow):
     """Swap the last two dimensions: rows become columns. Log-det 0."""
 
@@ -52,9 +49,9 @@ class MixingFlow(FlowSequence):
 
     def __init__(self, rows: int, features: int, hidden: int, steps: int,
                  permutation: Literal["identity", "reverse"] = "identity", coupling: str = "affine",
-                 actnorm_factor: float = ACTNORM_FACTOR, **coupling_options) -> None:
+                 **coupling_options) -> None:
         def actnorm() -> ActNorm:
-            return ActNorm((rows, features), pooled_scale_init=True, log_scale_factor=actnorm_factor)
+            return ActNorm((rows, features), pooled_scale_init=True)
 
         layers: list[Flow] = [actnorm()]
         for _ in range(steps):

@@ -36,17 +36,10 @@ class ActNorm(Flow):
     MixerFlow's per-element ActNorms: a pixel that is blank in the first batch (an MNIST border)
     would otherwise start with a ~1000x scale, and the first later image with ink there costs
     hundreds of bits/dim and derails training.
-
-    ``log_scale_factor`` (Glow's ``logscale_factor``) stores ``log_scale / factor`` as the
-    parameter, so an optimiser moves the log-scale ``factor`` times faster: per-element scales
-    that start pooled can then grow to the ~1000x a blank, dequantised pixel deserves within a
-    few hundred steps rather than thousands.
     """
 
-    def __init__(self, param_shape: tuple[int, ...], eps: float = 1e-4, pooled_scale_init: bool = False,
-                 log_scale_factor: float = 1.0) -> None:
+    def __init__(self, param_shape: tuple[int, ...], eps: float = 1e-4, pooled_scale_init: bool = False) -> None:
         super().__init__()
-        self.log_scale_factor = log_scale_factor
         self.param_shape = tuple(int(s) for s in param_shape)
         self.eps = eps
         self.pooled_scale_init = pooled_scale_init
@@ -78,7 +71,7 @@ class ActNorm(Flow):
         if self.pooled_scale_init:
             var = var.mean().expand_as(var)
         self.bias.copy_(-mean)
-        self.log_scale.copy_(-torch.log(var.sqrt() + self.eps) / self.log_scale_factor)
+        self.log_scale.copy_(-torch.log(var.sqrt() + self.eps))
         self.initialized.fill_(True)
 
     def _positions_per_param(self, x: Tensor) -> int:
@@ -89,11 +82,10 @@ class ActNorm(Flow):
             self._check(x)
             if self.training and x.shape[0] > 0:
                 self.initialize(x)
-        log_scale = self.log_scale * self.log_scale_factor
-        scale = torch.exp(log_scale)
+        scale = torch.exp(self.log_scale)
         y = torch.addcmul(self.bias * scale, x, scale)  # one pass over x instead of two
-        logdet = log_scale.sum() * self._positions_per_param(x)
+        logdet = self.log_scale.sum() * self._positions_per_param(x)
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
-        return y * torch.exp(-self.log_scale * self.log_scale_factor) - self.bias
+        return y * torch.exp(-self.log_scale) - self.bias
