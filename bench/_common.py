@@ -56,6 +56,7 @@ from hybridflow.backbones import backbone_family  # noqa: E402
 from hybridflow.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from hybridflow.data import ImageData, load_dataset  # noqa: E402
 from hybridflow.hybrid import HybridModel  # noqa: E402
+from hybridflow.train import make_adam  # noqa: E402
 
 __all__ = [
     "ROOT", "RESULTS_DIR", "REFERENCE", "DEFAULT_MODELS", "base_parser", "finish_args", "setup",
@@ -106,6 +107,9 @@ def base_parser(description: str, models: Sequence[str] | None = DEFAULT_MODELS)
                    help="cache of trained models (default runs/bench, or runs/bench-smoke with --smoke)")
     p.add_argument("--reuse", action="store_true",
                    help="load a model trained earlier with the same spec and settings instead of training it")
+    p.add_argument("--fresh-minutes", type=float, default=None,
+                   help="with --reuse: the budget of models that are not found and must be trained "
+                        "(default --minutes), e.g. embeddings' CIFAR-10 models beside reused MNIST ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (the benchmarks are CPU-scale), cuda, auto")
     if models is not None:
@@ -405,7 +409,7 @@ def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings,
     n = len(images)
     batch = min(settings.batch_size, n)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(params, lr=settings.lr)
+    optimiser = make_adam(params, lr=settings.lr)  # the same (fused) Adam for every model
     order, cursor = torch.randperm(n, generator=generator), 0
 
     def next_batch() -> tuple[Tensor, Tensor]:
@@ -522,6 +526,11 @@ def trained_model(args: argparse.Namespace, spec: ModelSpec, dataset: str, train
         spec, dataset, settings, extra)
     device = resolve_device(args.device)
     reuse = args.reuse if reuse is None else reuse
+    if reuse and minutes is None and getattr(args, "fresh_minutes", None) is not None \
+            and not (directory / "bench.json").exists():
+        # not trained at --minutes: look for (or train) the model at the --fresh-minutes budget
+        settings = train_settings(args, spec, args.fresh_minutes)
+        directory = directory.parent / _cache_key(spec, dataset, settings, extra)
     if reuse and (directory / "bench.json").exists():
         record = json.loads((directory / "bench.json").read_text())
         log(args, f"  reusing {spec.label} on {dataset}{' ' + tag if tag else ''}: {directory}")

@@ -2,8 +2,10 @@
 
 Six sections (density, permutations, embeddings, hybrid trade-off, OOD, scaling), each with the
 command, date and machine of its JSON, its tables, and a sentence generated from the numbers that
-says whether the paper's claim holds here; where it does not, a marked placeholder asks for the
-likely reason. A missing JSON renders as "not yet run" with the command that produces it.
+says whether the paper's claim holds here; where it does not, the likely reason comes from the
+hand-written discussion of that section in ``bench/notes.md`` (``## density``, ``## permutations``,
+... headings; written after reading the numbers), or, without one, a marked placeholder asks for it.
+A missing JSON renders as "not yet run" with the command that produces it.
 
     python bench/render.py                                   # bench/results -> BENCHMARKS.md
     python bench/render.py --results-dir bench/results/smoke --out /tmp/BENCHMARKS.md
@@ -23,8 +25,10 @@ from _common import RESULTS_DIR, ROOT, fmt, markdown_table  # noqa: E402
 MATCH_TOL = 0.01  # bits/dim: "matches" in the paper's sense (it reports two decimals)
 TARGET_MNIST = 1.6  # the issue's aim for MixerFlow on MNIST at 10 minutes
 NORMFLOWS_MNIST_10MIN = 2.36  # the issue's reference figure for normflows' Glow
-REASON = "**Likely reason: _(to be written after the full run: budget, epochs seen, model sizes)_.**"
-RUN_ALL = "bench/run_all.sh --minutes 10"
+PLACEHOLDER = "**Likely reason: _(to be written after the full run: budget, epochs seen, model sizes)_.**"
+REASON = PLACEHOLDER  # set per section by render(): a pointer to its discussion when bench/notes.md has one
+NOTES = Path(__file__).resolve().parent / "notes.md"
+RUN_ALL = "bench/run_all.sh --minutes 10 --short-minutes 1"
 
 SECTIONS = [
     ("density", "1. Density at a fixed CPU budget", "python bench/density.py"),
@@ -113,9 +117,12 @@ def density(record: dict) -> str:
     return "\n".join(out)
 
 
-def tuning(record: dict) -> str:
-    rows = sorted(record["runs"], key=lambda r: (r["dataset"], r["test_bits_per_dim"]))
-    return ("Tuning sweep for the budget (`density_tuning.json`; " + f"`{record.get('command')}`, {record.get('date')}):\n\n"
+def tuning(records: list[dict]) -> str:
+    """The tuning sweeps (``density_tuning*.json``) in one table, best first, with their commands."""
+    rows = sorted((r for record in records for r in record["runs"]), key=lambda r: (r["dataset"], r["test_bits_per_dim"]))
+    budgets = sorted({record.get("settings", {}).get("minutes") for record in records}, key=str)
+    commands = "".join(f"\n- `{record.get('command')}` ({record.get('date')})" for record in records)
+    return (f"Tuning sweeps for the budget ({', '.join(map(str, budgets))} min per run), from:{commands}\n\n"
             + markdown_table(["dataset", "spec", "params", "test bits/dim", "epochs", "train img/s"],
                              [[r["dataset"], f"`{r['model']}`", fmt(r["params"]), fmt(r["test_bits_per_dim"], 3),
                                fmt(r["train"]["epochs"], 2), fmt(r["train"]["images_per_s"], 0)] for r in rows],
@@ -288,7 +295,23 @@ def scaling(record: dict, image: str | None) -> str:
 # --------------------------------------------------------------------------- document
 
 
-def render(results_dir: Path, out_path: Path) -> str:
+def load_notes(path: Path = NOTES) -> dict[str, str]:
+    """The hand-written discussion of each section: ``## <section>`` blocks of ``bench/notes.md``."""
+    if not path.exists():
+        return {}
+    notes, current = {}, None
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            notes[current] = ""
+        elif current is not None:
+            notes[current] += line + "\n"
+    return {k: v.strip() for k, v in notes.items() if v.strip()}
+
+
+def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
+    global REASON
+    notes = load_notes(notes_path)
     def image(record: dict | None) -> str | None:
         if not record or not record.get("plot") or not (results_dir / record["plot"]).exists():
             return None
@@ -317,12 +340,14 @@ def render(results_dir: Path, out_path: Path) -> str:
             parts.append(f"_Not yet run: `{command}` (or `{RUN_ALL}`)._")
             continue
         parts += [provenance(record, training=name != "scaling"), ""]
+        discussion = notes.get(name) if not record.get("smoke") else None  # notes describe the real run
+        REASON = "(likely reason: see the discussion below)" if discussion else PLACEHOLDER
         try:
             if name == "density":
                 parts.append(density(record))
-                tuned = load(results_dir, "density_tuning")
-                if tuned:
-                    parts += ["", tuning(tuned)]
+                sweeps = [load(results_dir, p.stem) for p in sorted(results_dir.glob("density_tuning*.json"))]
+                if sweeps:
+                    parts += ["", tuning(sweeps)]
             elif name == "permutations":
                 parts.append(permutations(record))
             elif name == "embeddings":
@@ -335,6 +360,8 @@ def render(results_dir: Path, out_path: Path) -> str:
                 parts.append(scaling(record, image(record)))
         except (KeyError, TypeError, ValueError) as error:
             parts.append(f"_The JSON could not be rendered ({type(error).__name__}: {error}); rerun `{command}`._")
+        if discussion:
+            parts += ["", "**Discussion** (written by hand after reading the numbers above):", "", discussion]
     parts.append("")
     text = "\n".join(parts)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _comparators  # noqa: E402
+from hybridflow.train import make_adam  # noqa: E402
 
 REFERENCE = "normflows_glow"
 DEFAULT_MODELS = ["mixerflow_tiny", "glow_tiny", REFERENCE]
@@ -67,7 +68,7 @@ def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, it
     torch.manual_seed(0)
     model = _build(name, shape).to(device)
     pixels = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = make_adam(model.parameters(), lr=1e-3)  # the same (fused) Adam for every model
     model.train()
     _loss(model, pixels)  # data-dependent initialisation outside the timing
 
@@ -84,6 +85,7 @@ def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, it
             _loss(model, pixels)
         _sync(device)
 
+    flops = _forward_flops_per_image(model, pixels[:4])
     rss_before = _peak_rss_mb()
     train_s, train_cpu = _timed(train_step, repeats, iters)
     model.eval()
@@ -92,8 +94,19 @@ def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, it
     return dict(model=name, shape="x".join(map(str, shape)), params=sum(p.numel() for p in model.parameters()),
                 train_img_s=batch / train_s, log_prob_img_s=batch / score_s,
                 train_img_per_cpu_s=batch / train_cpu, log_prob_img_per_cpu_s=batch / score_cpu, peak_mem_mb=peak,
+                forward_mflops_per_image=flops / 1e6,
                 peak_mem_growth_mb=peak - rss_before if device != "cuda" else peak, batch=batch,
                 threads=torch.get_num_threads(), device=device)
+
+
+def _forward_flops_per_image(model, pixels: torch.Tensor) -> float:
+    """Matmul and convolution FLOPs of one ``log_prob`` pass per image (torch's FLOP counter):
+    the work a model must do whatever the implementation, so speed ratios can be read against it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        _loss(model, pixels)
+    return counter.get_total_flops() / len(pixels)
 
 
 def _peak_rss_mb() -> float:
@@ -123,9 +136,9 @@ def _run_worker(args, name: str, shape: str) -> dict | None:
 def format_table(rows: list[dict]) -> str:
     """Markdown table; ratios are to normflows' Glow on the same input, by wall clock and by
     process CPU time (the latter is steadier when other work shares the machine)."""
-    lines = ["| model | input | params | train img/s | log_prob img/s | peak RSS MB | train x nf (wall / cpu) "
-             "| log_prob x nf (wall / cpu) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | input | params | forward MFLOP/image | train img/s | log_prob img/s | peak RSS MB "
+             "| train x nf (wall / cpu) | log_prob x nf (wall / cpu) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for shape in dict.fromkeys(r["shape"] for r in rows):
         group = [r for r in rows if r["shape"] == shape]
         ref = next((r for r in group if r["model"] == REFERENCE), None)
@@ -136,7 +149,8 @@ def format_table(rows: list[dict]) -> str:
                       f"{r['train_img_per_cpu_s'] / ref['train_img_per_cpu_s']:.2f}")
                 lp = (f"{r['log_prob_img_s'] / ref['log_prob_img_s']:.2f} / "
                       f"{r['log_prob_img_per_cpu_s'] / ref['log_prob_img_per_cpu_s']:.2f}")
-            lines.append(f"| {r['model']} | {shape} | {r['params']:,} | {r['train_img_s']:.0f} | "
+            lines.append(f"| {r['model']} | {shape} | {r['params']:,} | {r.get('forward_mflops_per_image', 0):.1f} | "
+                         f"{r['train_img_s']:.0f} | "
                          f"{r['log_prob_img_s']:.0f} | {r['peak_mem_mb']:.0f} | {tr} | {lp} |")
     return "\n".join(lines)
 

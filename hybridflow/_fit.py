@@ -17,6 +17,8 @@ import time
 import torch
 from torch import Tensor, nn
 
+from .train import make_adam
+
 __all__ = ["fit_backbone"]
 
 
@@ -30,7 +32,7 @@ def fit_backbone(backbone: nn.Module, images: Tensor, steps: int, batch_size: in
         raise ValueError(f"steps must be non-negative, got {steps}")
     device = next(backbone.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(backbone.parameters(), lr=lr)
+    optimiser = make_adam(backbone.parameters(), lr=lr)
     losses: list[float] = []
     start = time.monotonic()
     backbone.train()

@@ -62,7 +62,9 @@ from .checkpoint import (
 from .data import ImageData
 from .hybrid import HybridModel
 
-__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "evaluate", "resolve_device", "lr_factor"]
+__all__ = [
+    "TrainConfig", "TrainResult", "NonFiniteLossError", "train", "evaluate", "resolve_device", "lr_factor", "make_adam",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 METRICS_FILE = "metrics.jsonl"
@@ -205,6 +207,27 @@ def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.d
         if device.index is None:
             device = torch.device("cuda", local_rank or 0)
     return device
+
+
+
+def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step where torch supports it (float parameters on CPU or
+    CUDA), else the default implementation. A flow has hundreds of small parameter tensors, and
+    torch's CPU default loops over them one by one.
+
+    Example:
+        >>> opt = make_adam(nn.Linear(3, 2).parameters(), lr=1e-3)
+        >>> opt.defaults["fused"]
+        True
+    """
+    params = list(params)
+    fusable = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    if fusable:
+        try:
+            return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+        except (RuntimeError, ValueError):  # an older torch or an unsupported device or dtype
+            pass
+    return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int = 0) -> float:
@@ -499,7 +522,7 @@ class _Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
-        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, betas=config.betas)
+        self.optimizer = make_adam(self.params, lr=config.lr, betas=config.betas)
         total, warmup = self.total_steps, config.warmup_steps
         self.scheduler = LambdaLR(self.optimizer, lambda s: lr_factor(s, total, warmup))
         state = self._load(resume) if resume is not None else None

@@ -122,6 +122,17 @@ def test_coupling_scale_is_bounded():
     assert torch.isfinite(coupling.inverse(y)).all()
 
 
+def test_soft_clamp_is_bound_times_tanh():
+    from hybridflow.flows.coupling import soft_clamp
+
+    raw = torch.cat([torch.linspace(-60, 60, 2001), torch.tensor([0.0, 1e-6, -1e-6])]).double()
+    for bound in (1.0, 3.0, 5.0):
+        torch.testing.assert_close(soft_clamp(raw, bound), bound * torch.tanh(raw / bound), rtol=0, atol=1e-12)
+        single = soft_clamp(raw.float(), bound)
+        torch.testing.assert_close(single, bound * torch.tanh(raw.float() / bound), rtol=0, atol=2e-6)
+        assert single.abs().max() <= bound and soft_clamp(torch.zeros(3), bound).eq(0).all()
+
+
 def test_shift_layer_keeps_the_frame():
     inner = randomize(MixerLayer(4, 4, hidden=8, steps=1))
     shift = ShiftedFlow(inner, (1, 6, 6), patch_size=2, shift=1).eval()

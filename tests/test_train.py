@@ -19,7 +19,9 @@ from hybridflow.checkpoint import (
 )
 from hybridflow.data import ImageData, load_digits_data
 from hybridflow.hybrid import HybridModel
-from hybridflow.train import NonFiniteLossError, TrainConfig, evaluate, lr_factor, resolve_device, train
+from hybridflow.train import (
+    NonFiniteLossError, TrainConfig, evaluate, lr_factor, make_adam, resolve_device, train,
+)
 
 TINY = dict(input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=16, steps=1)
 
@@ -60,6 +62,25 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(55, 100, 10) == pytest.approx(0.5)
     assert lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_make_adam_is_fused_and_steps_like_plain_adam():
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.Linear(7, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = nets[0][0].weight.detach().clone()
+    fused = make_adam(nets[0].parameters(), lr=1e-2, betas=(0.8, 0.99))
+    plain = torch.optim.Adam(nets[1].parameters(), lr=1e-2, betas=(0.8, 0.99))
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    x = torch.randn(16, 5)
+    for _ in range(5):
+        for net, opt in zip(nets, (fused, plain)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(nets[0][0].weight, start, atol=1e-3)  # it did train
 
 
 def test_training_logs_validates_and_checkpoints(digits, tmp_path):
