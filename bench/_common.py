@@ -131,11 +131,13 @@ def base_parser(description: str, models: Sequence[str] | None = DEFAULT_MODELS)
     return p
 
 
-def finish_args(args: argparse.Namespace, argv: Sequence[str] | None, name: str) -> argparse.Namespace:
-    """Smoke-mode settings, output folders and the exact command line."""
+def finish_args(args: argparse.Namespace, argv: Sequence[str] | None, name: str,
+                script: str | None = None) -> argparse.Namespace:
+    """Smoke-mode settings, output folders and the exact command line. ``name`` names the results
+    file; ``script`` (default ``name``) the bench script the command line runs."""
     args.name = name
     argv = list(sys.argv[1:] if argv is None else argv)
-    args.command = shlex.join(["python", f"bench/{name}.py", *argv])
+    args.command = shlex.join(["python", f"bench/{script or name}.py", *argv])
     if args.smoke:
         args.train_limit = min(args.train_limit or 256, 256)
         args.test_limit = min(args.test_limit or 64, 64)

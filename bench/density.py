@@ -38,7 +38,7 @@ def parse_args(argv=None, name: str = "density"):
     p.add_argument("--timing-batch", type=int, default=None, help="batch of the throughput timing (default --batch-size)")
     p.add_argument("--name", default=name, help="results file name (bench/results/<name>.json)")
     args = p.parse_args(argv)
-    args = C.finish_args(args, argv, args.name)
+    args = C.finish_args(args, argv, args.name, script="density")
     if args.smoke:
         args.timing_repeats, args.timing_batch = min(args.timing_repeats, 1), 4
     return args

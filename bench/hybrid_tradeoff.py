@@ -1,8 +1,9 @@
 """The hybrid trade-off: one flow, a linear head on its latent, and the objective
 ``bits/dim + lambda * CE / ln 2`` (DESIGN.md). Sweeps lambda over decades on MNIST and reports
 test accuracy and bits/dim per lambda (a table and bench/results/hybrid_tradeoff.png), then
-semi-supervised learning: 100 and 1,000 labels (the other training images labelled -1) against
-the same model trained on the labelled images alone, each for the same budget.
+semi-supervised learning: 100 and 1,000 labels (the other training images labelled -1; the labelled
+ones repeated to make half of each epoch, ``--labelled-share``) against the same model trained on
+the labelled images alone, each for the same budget.
 
 lambda = 0 is a pure flow: its head gets no gradient, so its accuracy is chance by design.
 
@@ -34,6 +35,10 @@ def parse_args(argv=None):
     p.add_argument("--lambdas", default=LAMBDAS)
     p.add_argument("--labels", default="100,1000", help="labelled-set sizes of the semi-supervised runs ('' = none)")
     p.add_argument("--semi-lam", type=float, default=1.0, help="lambda of the semi-supervised runs")
+    p.add_argument("--labelled-share", type=float, default=0.5,
+                   help="share of each semi-supervised epoch drawn from the labelled images, which are repeated "
+                        "to reach it (default 0.5; 0: no repetition, so 100 labels among 60,000 images reach the "
+                        "head about once every 10 batches of 64)")
     args = p.parse_args(argv)
     args = C.finish_args(args, argv, "hybrid_tradeoff")
     if args.smoke:
@@ -41,6 +46,21 @@ def parse_args(argv=None):
     if any(s.name == C.REFERENCE for s in args.specs):
         p.error("normflows_glow has no classifier head: pick our backbones")
     return args
+
+
+def oversample_labelled(data: ImageData, share: float) -> ImageData:
+    """``data`` with its labelled images repeated so that they are about ``share`` of it: with a
+    handful of labels among many unlabelled images, most batches would hold none and the
+    classifier would hardly train (the usual remedy in semi-supervised learning)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"--labelled-share must lie in [0, 1), got {share}")
+    labelled = torch.nonzero(data.labels >= 0).flatten()
+    unlabelled = len(data) - len(labelled)
+    if share == 0 or len(labelled) == 0 or unlabelled == 0:
+        return data
+    repeats = max(1, round(share / (1 - share) * unlabelled / len(labelled)))
+    order = torch.cat([torch.nonzero(data.labels < 0).flatten(), labelled.repeat(repeats)])
+    return data.subset(order)
 
 
 def labelled_subset(data: ImageData, n: int, seed: int) -> torch.Tensor:
@@ -99,7 +119,8 @@ def main(argv=None) -> dict:
         idx = labelled_subset(train, n, args.seed)
         partial = torch.full_like(train.labels, -1)
         partial[idx] = train.labels[idx]
-        with_unlabelled = ImageData(train.images, partial, list(train.classes))
+        with_unlabelled = oversample_labelled(ImageData(train.images, partial, list(train.classes)),
+                                              args.labelled_share)
         labelled_only = train.subset(idx)
         for spec in args.specs:
             semi.append(dict(run(args, spec, f"{n} labels + {len(train) - n} unlabelled", with_unlabelled, test,

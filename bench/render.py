@@ -61,7 +61,13 @@ def provenance(record: dict, training: bool = True) -> str:
     if training:
         lines.append(f"- Budget: {settings.get('minutes')} min per training run, batch {settings.get('batch_size')}, "
                      f"lr {settings.get('lr')}, warm-up {settings.get('warmup')} steps, {settings.get('schedule')} "
-                     "schedule, Adam, gradient-norm clip " + str(settings.get("clip")))
+                     "schedule, Adam, gradient-norm clip " + str(settings.get("clip"))
+                     + (f"; models not found for reuse (CIFAR-10) {settings['fresh_minutes']} min"
+                        if settings.get("reuse") and settings.get("fresh_minutes") is not None else "")
+                     + (f"; likelihood-ratio references {settings['ref_minutes']} min"
+                        if settings.get("ref_minutes") is not None else "")
+                     + (". The spec's own keys (lr, batch_size) override these per model."
+                        if any(":" in m for m in settings.get("models") or []) else ""))
     if record.get("smoke"):
         lines.append("- **Smoke run: tiny models, a few steps; not a measurement.**")
     return "\n".join(lines)
@@ -160,6 +166,11 @@ def permutations(record: dict) -> str:
     return "\n".join(out)
 
 
+def _train_minutes(model: dict) -> float | None:
+    seconds = model.get("train", {}).get("settings", {}).get("seconds")
+    return None if seconds is None else seconds / 60
+
+
 def embeddings(record: dict) -> str:
     out = []
     for dataset, d in record["datasets"].items():
@@ -167,13 +178,15 @@ def embeddings(record: dict) -> str:
         out.append(f"**{dataset}**: probe trained on {d['probe_train']:,} images, tested on {d['probe_test']:,}; "
                    f"flows trained on {d['flow_train']:,} images.\n")
         out.append(markdown_table(
-            ["features", "dim", "flow test bits/dim", "accuracy (%)", "log-loss", "accuracy vs raw (points)", "seeds"],
+            ["features", "dim", "flow budget (min)", "flow epochs", "flow test bits/dim", "accuracy (%)", "log-loss",
+             "accuracy vs raw (points)", "seeds"],
             [[f"`{name}`" if name != "raw pixels" else name, fmt(f["dim"]),
+              fmt(_train_minutes(f["model"]), 1), fmt(f["model"].get("train", {}).get("epochs"), 2),
               fmt(f["model"].get("test_bits_per_dim"), 3),
               f"{100 * f['accuracy_mean']:.2f} ± {100 * f['accuracy_std']:.2f}",
               f"{f['log_loss_mean']:.4f} ± {f['log_loss_std']:.4f}",
               f"{100 * f['accuracy_minus_raw']:+.2f}", len(f["seeds"])] for name, f in feats.items()],
-            "lrrrrrr"))
+            "lrrrrrrrr"))
         out.append("")
     out.append("**Against the paper** (Table 7: MixerFlow's embeddings classify better, with lower log-loss, than "
                "Glow's; every flow should beat raw pixels):\n")
@@ -206,8 +219,11 @@ def hybrid(record: dict, image: str | None) -> str:
     if image:
         out.append(f"\n![accuracy and bits/dim against lambda]({image})\n")
     if semi:
+        share = record.get("settings", {}).get("labelled_share")
         out.append(f"Semi-supervised (lambda = {record.get('semi_lam')}): the labelled images plus the rest of the "
-                   "training set unlabelled, against the same model trained on the labelled images alone, same budget.\n")
+                   "training set unlabelled"
+                   + (f" (the labelled images repeated to make {share:.0%} of each epoch)" if share else "")
+                   + ", against the same model trained on the labelled images alone, same budget.\n")
         out.append(markdown_table(["model", "labels", "training set", "test accuracy (%)", "test bits/dim"],
                                   [[f"`{r['model']}`", fmt(r["labels"]), r["setting"], fmt(100 * r["test_accuracy"], 2),
                                     fmt(r["test_bits_per_dim"], 3)] for r in semi], "lrlrr"))

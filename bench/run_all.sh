@@ -25,8 +25,8 @@ MINUTES=10
 SHORT=
 THREADS=2
 # Tuned for a 10-minute CPU budget on MNIST (bench/results/density_tuning.json).
-MIXER=${MIXER:-"mixerflow_tiny"}
-GLOW=${GLOW:-"glow_tiny"}
+MIXER=${MIXER:-"mixerflow_tiny:lr=4e-3,batch_size=64"}
+GLOW=${GLOW:-"glow_tiny:lr=3e-3"}
 EXTRA=()
 SECTIONS=()
 while [[ $# -gt 0 ]]; do
