@@ -175,3 +175,22 @@ def test_render_every_section(smoke, tmp_path):
         assert f"## {title}" in text
     assert "Against the paper" in text and "Smoke run" in text
     assert "hybrid_tradeoff.png" in text
+
+
+def test_semi_supervised_oversampling_balances_labelled_and_unlabelled():
+    import torch
+    from hybrid_tradeoff import oversample_labelled
+
+    from hybridflow.data import ImageData
+
+    labels = torch.full((1000,), -1)
+    labels[:10] = torch.arange(10)
+    data = ImageData(torch.arange(1000).remainder(256).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 2, 2),
+                     labels, [str(k) for k in range(10)])
+    mixed = oversample_labelled(data, 0.5)
+    labelled = mixed.labels >= 0
+    assert int(labelled.sum()) == 990 and int((~labelled).sum()) == 990  # every unlabelled image kept once
+    assert torch.equal(mixed.labels[labelled].bincount(), torch.full((10,), 99))  # each label repeated alike
+    assert oversample_labelled(data, 0.0) is data
+    with pytest.raises(ValueError, match="labelled-share"):
+        oversample_labelled(data, 1.0)
