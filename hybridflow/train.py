@@ -209,7 +209,6 @@ def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.d
     return device
 
 
-
 def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
     """Adam, fused into one kernel per step where torch supports it (float parameters on CPU or
     CUDA), else the default implementation. A flow has hundreds of small parameter tensors, and
