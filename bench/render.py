@@ -62,7 +62,7 @@ def provenance(record: dict, training: bool = True) -> str:
         lines.append(f"- Budget: {settings.get('minutes')} min per training run, batch {settings.get('batch_size')}, "
                      f"lr {settings.get('lr')}, warm-up {settings.get('warmup')} steps, {settings.get('schedule')} "
                      "schedule, Adam, gradient-norm clip " + str(settings.get("clip"))
-                     + (f"; models not found for reuse (CIFAR-10) {settings['fresh_minutes']} min"
+                     + (f"; models not found for reuse {settings['fresh_minutes']} min"
                         if settings.get("reuse") and settings.get("fresh_minutes") is not None else "")
                      + (f"; likelihood-ratio references {settings['ref_minutes']} min"
                         if settings.get("ref_minutes") is not None else "")
