@@ -26,9 +26,8 @@ MATCH_TOL = 0.01  # bits/dim: "matches" in the paper's sense (it reports two dec
 TARGET_MNIST = 1.6  # the issue's aim for MixerFlow on MNIST at 10 minutes
 NORMFLOWS_MNIST_10MIN = 2.36  # the issue's reference figure for normflows' Glow
 PLACEHOLDER = "**Likely reason: _(to be written after the full run: budget, epochs seen, model sizes)_.**"
-REASON = PLACEHOLDER  # set per section by render(): a pointer to its discussion when bench/notes.md has one
 NOTES = Path(__file__).resolve().parent / "notes.md"
-RUN_ALL = "bench/run_all.sh --minutes 10 --short-minutes 1"
+RUN_ALL = "bench/run_all.sh --minutes 10 --short-minutes 1 --permutation-minutes 3"
 
 SECTIONS = [
     ("density", "1. Density at a fixed CPU budget", "python bench/density.py"),
@@ -81,7 +80,7 @@ def _best(rows: list[dict], family: str, key: str = "test_bits_per_dim") -> dict
 # --------------------------------------------------------------------------- sections
 
 
-def density(record: dict) -> str:
+def density(record: dict, reason: str = PLACEHOLDER) -> str:
     rows = record["runs"]
     out = [markdown_table(
         ["dataset", "model", "params", "test bits/dim", "test images", "steps", "epochs", "train img/s"],
@@ -104,7 +103,7 @@ def density(record: dict) -> str:
         mixer, glow, ref = _best(group, "mixerflow"), _best(group, "glow"), _best(group, "normflows_glow")
         if mixer and glow:
             diff = mixer["test_bits_per_dim"] - glow["test_bits_per_dim"]
-            verdict = ("agrees with the paper." if diff <= MATCH_TOL else f"**disagrees with the paper**. {REASON}")
+            verdict = ("agrees with the paper." if diff <= MATCH_TOL else f"**disagrees with the paper**. {reason}")
             relation = "lower than" if diff < -MATCH_TOL else ("within 0.01 of" if abs(diff) <= MATCH_TOL else "higher than")
             out.append(f"- {dataset}: MixerFlow (`{mixer['model']}`, {mixer['test_bits_per_dim']:.3f}) is {relation} "
                        f"our Glow (`{glow['model']}`, {glow['test_bits_per_dim']:.3f}; difference {diff:+.3f} bits/dim): "
@@ -135,7 +134,7 @@ def tuning(records: list[dict]) -> str:
                              "llrrrr"))
 
 
-def permutations(record: dict) -> str:
+def permutations(record: dict, reason: str = PLACEHOLDER) -> str:
     changes = record["changes"]
     shuffles = record.get("shuffles", ["global", "local"])
     out = [markdown_table(
@@ -162,7 +161,7 @@ def permutations(record: dict) -> str:
                 agrees = mixer[key] <= other[key] + MATCH_TOL
                 out.append(f"- {dataset}, {s} shuffle: MixerFlow changes by {mixer[key]:+.3f}, {other_name} by "
                            f"{other[key]:+.3f} bits/dim: "
-                           + ("agrees (MixerFlow degrades less, or within 0.01)." if agrees else f"**disagrees with the paper**. {REASON}"))
+                           + ("agrees (MixerFlow degrades less, or within 0.01)." if agrees else f"**disagrees with the paper**. {reason}"))
     return "\n".join(out)
 
 
@@ -171,7 +170,7 @@ def _train_minutes(model: dict) -> float | None:
     return None if seconds is None else seconds / 60
 
 
-def embeddings(record: dict) -> str:
+def embeddings(record: dict, reason: str = PLACEHOLDER) -> str:
     out = []
     for dataset, d in record["datasets"].items():
         feats = d["features"]
@@ -200,15 +199,15 @@ def embeddings(record: dict) -> str:
             better = mixer["log_loss_mean"] < glow["log_loss_mean"]
             out.append(f"- {dataset}: MixerFlow {100 * mixer['accuracy_mean']:.2f}% / log-loss {mixer['log_loss_mean']:.4f}, "
                        f"Glow {100 * glow['accuracy_mean']:.2f}% / {glow['log_loss_mean']:.4f}: "
-                       + ("agrees (lower log-loss for MixerFlow)." if better else f"**disagrees with the paper**. {REASON}"))
+                       + ("agrees (lower log-loss for MixerFlow)." if better else f"**disagrees with the paper**. {reason}"))
         for f in feats.values():
             if f["accuracy_mean"] < raw["accuracy_mean"]:
                 out.append(f"- {dataset}: `{f['name']}` probes *below* raw pixels ({100 * f['accuracy_minus_raw']:+.2f} "
-                           f"points): its latent is less linearly separable than the pixels. {REASON}")
+                           f"points): its latent is less linearly separable than the pixels. {reason}")
     return "\n".join(out)
 
 
-def hybrid(record: dict, image: str | None) -> str:
+def hybrid(record: dict, image: str | None, reason: str = PLACEHOLDER) -> str:
     sweep, semi = record["sweep"], record.get("semi_supervised", [])
     out = [f"{record.get('dataset', 'mnist')}, loss = bits/dim + lambda * CE / ln 2 (lambda = 0: a pure flow, its "
            "head untrained, chance accuracy by design).\n",
@@ -238,17 +237,17 @@ def hybrid(record: dict, image: str | None) -> str:
                        f"{lo['test_bits_per_dim']:.3f} -> {hi['test_bits_per_dim']:.3f}"
                        + (" (the expected trade-off)." if hi["test_bits_per_dim"] >= lo["test_bits_per_dim"]
                           and hi["test_accuracy"] >= lo["test_accuracy"]
-                          else f" (not the expected monotone trade-off). {REASON}"))
+                          else f" (not the expected monotone trade-off). {reason}"))
     for n in dict.fromkeys(r["labels"] for r in semi):
         pair = {r["setting"]: r for r in semi if r["labels"] == n}
         if {"semi-supervised", "labelled only"} <= set(pair):
             a, b = pair["semi-supervised"]["test_accuracy"], pair["labelled only"]["test_accuracy"]
             out.append(f"- {n} labels: {100 * a:.2f}% with the unlabelled images, {100 * b:.2f}% without: "
-                       + ("the unlabelled images help." if a > b else f"**the unlabelled images do not help here**. {REASON}"))
+                       + ("the unlabelled images help." if a > b else f"**the unlabelled images do not help here**. {reason}"))
     return "\n".join(out)
 
 
-def ood(record: dict) -> str:
+def ood(record: dict, reason: str = PLACEHOLDER) -> str:
     out = []
     runs = record["runs"]
     for r in runs:
@@ -269,7 +268,7 @@ def ood(record: dict) -> str:
         if r["in_dataset"] == "fashionmnist" and lik is not None:
             out.append(f"- {r['direction']}, `{r['model']}`: log-likelihood AUROC {lik:.3f} "
                        + ("(below 0.5: the known failure reproduces)" if lik < 0.5
-                          else f"(**above 0.5: the known failure does not reproduce here**; {REASON})")
+                          else f"(**above 0.5: the known failure does not reproduce here**; {reason})")
                        + f"; best scorer {best_name} ({best['auroc']:.3f}).")
         else:
             out.append(f"- {r['direction']}, `{r['model']}`: log-likelihood AUROC {fmt(lik, 3)}; best scorer "
@@ -277,7 +276,7 @@ def ood(record: dict) -> str:
     return "\n".join(out)
 
 
-def scaling(record: dict, image: str | None) -> str:
+def scaling(record: dict, image: str | None, reason: str = PLACEHOLDER) -> str:
     rows, fits = record["rows"], record["fits"]
     out = [f"{record.get('channels', 3)}-channel images, batch {record.get('batch')}; MixerFlow keeps patch "
            f"{record.get('mixerflow_patch', 4)}, so its number of patches grows with the pixels. Medians of "
@@ -300,7 +299,7 @@ def scaling(record: dict, image: str | None) -> str:
             s = f["train_slope"]
             verdict = ("agrees (close to linear)." if 0.8 <= s <= 1.2 else
                        "sub-linear at these sizes (fixed per-call costs dominate small images); not a contradiction."
-                       if s < 0.8 else f"**super-linear: disagrees with the paper**. {REASON}")
+                       if s < 0.8 else f"**super-linear: disagrees with the paper**. {reason}")
             out.append(f"- `{model}`: train-step time per image grows with slope {s:.2f} "
                        f"(log_prob {f['log_prob_slope']:.2f}) against pixels: {verdict}")
         else:
@@ -326,7 +325,6 @@ def load_notes(path: Path = NOTES) -> dict[str, str]:
 
 
 def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
-    global REASON
     notes = load_notes(notes_path)
     def image(record: dict | None) -> str | None:
         if not record or not record.get("plot") or not (results_dir / record["plot"]).exists():
@@ -357,23 +355,24 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
             continue
         parts += [provenance(record, training=name != "scaling"), ""]
         discussion = notes.get(name) if not record.get("smoke") else None  # notes describe the real run
-        REASON = "(likely reason: see the discussion below)" if discussion else PLACEHOLDER
+        # where a result disagrees with the paper, the sentence points to the discussion
+        reason = "(likely reason: see the discussion below)" if discussion else PLACEHOLDER
         try:
             if name == "density":
-                parts.append(density(record))
+                parts.append(density(record, reason))
                 sweeps = [load(results_dir, p.stem) for p in sorted(results_dir.glob("density_tuning*.json"))]
                 if sweeps:
                     parts += ["", tuning(sweeps)]
             elif name == "permutations":
-                parts.append(permutations(record))
+                parts.append(permutations(record, reason))
             elif name == "embeddings":
-                parts.append(embeddings(record))
+                parts.append(embeddings(record, reason))
             elif name == "hybrid_tradeoff":
-                parts.append(hybrid(record, image(record)))
+                parts.append(hybrid(record, image(record), reason))
             elif name == "ood":
-                parts.append(ood(record))
+                parts.append(ood(record, reason))
             elif name == "scaling":
-                parts.append(scaling(record, image(record)))
+                parts.append(scaling(record, image(record), reason))
         except (KeyError, TypeError, ValueError) as error:
             parts.append(f"_The JSON could not be rendered ({type(error).__name__}: {error}); rerun `{command}`._")
         if discussion:

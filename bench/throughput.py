@@ -7,6 +7,7 @@ repeated measurements: this machine is shared and noisy, compare ratios, not abs
     python bench/throughput.py                         # defaults: 2 threads, batch 128
     python bench/throughput.py --models mixerflow_tiny,glow_tiny --shapes 1x28x28 --repeats 3
     python bench/throughput.py --smoke                 # seconds: tiny batch, one repeat
+    python bench/throughput.py --conditioner-dtypes float32,bfloat16   # also mixed-precision rows
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ VARIANT_PATTERNS = ["mixerflow_tiny_*", "nsf_glow_tiny"]
 
 
 def _build(name: str, shape: tuple[int, int, int]):
+    """``name`` is a backbone, ``name:bfloat16`` the same with bfloat16 conditioners, or the reference."""
     if name == REFERENCE:
         return _comparators.NormflowsGlow(shape)
     import hybridflow
 
-    return hybridflow.create_backbone(name, input_shape=shape)
+    name, _, dtype = name.partition(":")
+    return hybridflow.create_backbone(name, input_shape=shape, conditioner_dtype=dtype or "float32")
 
 
 def _loss(model, pixels: torch.Tensor) -> torch.Tensor:
@@ -165,6 +168,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--conditioner-dtypes", default="float32",
+                        help="comma-separated conditioner precisions to measure our backbones in "
+                             "(float32, bfloat16); rows in bfloat16 are named <model>:bfloat16")
     parser.add_argument("--json", default="bench/results/throughput.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batch, one repeat: checks the script runs")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -177,6 +183,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.smoke:
         args.batch, args.repeats, args.iters = 4, 1, 1
     models = args.models.split(",") if args.models else _default_models()
+    dtypes = args.conditioner_dtypes.split(",")
+    models = [m for m in models if m == REFERENCE or "float32" in dtypes] + [
+        f"{m}:{dtype}" for dtype in dtypes if dtype != "float32"
+        for m in models if m != REFERENCE and _supports(m, dtype)]
     if not _comparators.normflows_available():
         models = [m for m in models if m != REFERENCE]
         print("normflows is not installed (pip install -e '.[bench]'): no reference column", file=sys.stderr)
@@ -194,6 +204,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         Path(args.json).write_text(json.dumps(dict(rows=rows, argv=sys.argv[1:], time=time.ctime(),
                                                    torch=torch.__version__, cpu_count=os.cpu_count()), indent=1))
     return rows
+
+
+def _supports(name: str, dtype: str) -> bool:
+    import hybridflow
+
+    try:
+        hybridflow.create_backbone(name, conditioner_dtype=dtype)
+    except ValueError as error:
+        print(f"  {name}: {error}; left out", file=sys.stderr)
+        return False
+    return True
 
 
 def _default_models() -> list[str]:

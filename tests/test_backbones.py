@@ -155,3 +155,90 @@ def test_float64_model_scores_in_float64():
 
 def test_top_level_api():
     assert hybridflow.list_backbones() == list_backbones()
+
+
+# -- bfloat16 conditioners ----------------------------------------------------------------------
+def _bf16_coupling():
+    from hybridflow.flows import AffineCoupling, ResidualMLP
+
+    torch.manual_seed(0)
+    coupling = AffineCoupling(6, ResidualMLP(3, 6, hidden=16))
+    return randomize(coupling, scale=0.3)
+
+
+def test_bfloat16_conditioner_keeps_a_coupling_exact():
+    coupling = _bf16_coupling()
+    x = torch.randn(5, 7, 6, generator=torch.Generator().manual_seed(0))
+    y32, logdet32 = coupling(x)
+    coupling.conditioner.compute_dtype = torch.bfloat16
+    y, logdet = coupling(x)
+    assert y.dtype == torch.float32 and logdet.dtype == torch.float32
+    # it really ran in bfloat16 (the output moved) but stays close to the float32 function
+    assert not torch.equal(y, y32)
+    torch.testing.assert_close(y, y32, rtol=0.02, atol=0.02)  # bfloat16 keeps 8 bits: 0.4% steps
+    # the conditioner is a function of the untouched half, so the inverse is exact ...
+    assert (coupling.inverse(y) - x).abs().max() < 1e-5
+    # ... and the log-det is the exact log-det of the function computed
+    small = torch.randn(2, 1, 6, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(coupling(small)[1], jacobian_logdet(coupling, small), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["mixerflow_tiny", "glow_tiny"])
+def test_bfloat16_conditioners_on_a_backbone(name, tmp_path):
+    from hybridflow import HybridModel
+    from hybridflow.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    shape = (1, 16, 16)
+    overrides = dict(input_shape=shape, num_steps=2, hidden=16) if name == "glow_tiny" else \
+        dict(input_shape=shape, num_layers=4, hidden=16)
+    model = HybridModel(name, num_classes=3, conditioner_dtype="bfloat16", **overrides)
+    assert model.backbone.config["conditioner_dtype"] == "bfloat16"
+    x = _pixels(shape, n=8)
+    randomize(model.backbone, scale=0.01).train()
+    assert params_without_grad(model.backbone, model.backbone.bits_per_dim(x).mean()) == []
+    model.eval()
+    bpd = model.backbone.bits_per_dim(x)
+    assert torch.isfinite(bpd).all() and bpd.dtype == torch.float32
+    # the same weights in float32 give nearly the same density
+    model.backbone.set_conditioner_dtype("float32")
+    assert "conditioner_dtype" not in model.backbone.config
+    torch.testing.assert_close(model.backbone.bits_per_dim(x), bpd, rtol=0, atol=0.02)
+    model.backbone.set_conditioner_dtype("bfloat16")
+    # a checkpoint rebuilds the bfloat16 model: the same numbers
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "ckpt")).eval()
+    assert loaded.backbone.conditioner_dtype == "bfloat16"
+    torch.testing.assert_close(loaded.backbone.bits_per_dim(x), bpd, rtol=0, atol=1e-5)
+    # the whole flow inverts to well within one pixel level (rounding of the conditioners'
+    # inputs to bfloat16 amplifies the float32 inversion error of the layers around them)
+    u = torch.rand(4, *shape) - 0.5
+    assert (model.backbone.inverse(model.backbone(u)[0]) - u).abs().max() < 1.0 / 256
+
+
+def test_bad_conditioner_dtype_is_refused():
+    with pytest.raises(ValueError, match="conditioner_dtype must be one of"):
+        create_backbone("mixerflow_tiny", conditioner_dtype="float16")
+    with pytest.raises(ValueError, match="no coupling conditioner"):
+        create_backbone("mixerflow_tiny_maf", conditioner_dtype="bfloat16")
+
+
+@pytest.mark.parametrize("case", ["mixerflow_1x8x8", "glow_3x4x8"])
+def test_logit_preprocessing_gives_the_hand_computed_bits_per_dim(case):
+    name, overrides = SMALL[case]
+    flow = create_backbone(name, preprocess="logit", **overrides).eval()  # identity body
+    assert flow.config["preprocess"] == "logit"
+    x = _pixels(flow.input_shape)
+    noise = torch.rand((1, *x.shape[1:]), generator=torch.Generator().manual_seed(flow.eval_seed))
+    s = 0.05 + 0.9 * (x.double() + noise.double()) / 256
+    z = torch.log(s / (1 - s))
+    logdet = (math.log(0.9) - torch.log(s) - torch.log(1 - s)).flatten(1).sum(1)
+    d = z[0].numel()
+    nll = (0.5 * z.pow(2) + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1) - logdet
+    torch.testing.assert_close(flow.bits_per_dim(x).double(), nll / (d * math.log(2)) + 8.0, atol=1e-4, rtol=0)
+    # sampling goes back through the sigmoid: valid pixels
+    randomize(flow, scale=0.02)
+    u = torch.rand(3, *flow.input_shape)
+    assert (flow.inverse(flow(u)[0]) - u).abs().max() < 1e-4
+    assert flow.sample(3).shape == (3, *flow.input_shape)
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        create_backbone(name, preprocess="tanh", **overrides)

@@ -194,3 +194,18 @@ def test_semi_supervised_oversampling_balances_labelled_and_unlabelled():
     assert oversample_labelled(data, 0.0) is data
     with pytest.raises(ValueError, match="labelled-share"):
         oversample_labelled(data, 1.0)
+
+
+def test_throughput_smoke_measures_both_conditioner_precisions(capsys):
+    """bench/throughput.py: one worker process per row; a bfloat16 row for a backbone that can
+    have one, none for MAF (no conditioner to run in bfloat16)."""
+    import throughput
+
+    rows = throughput.main(["--smoke", "--threads", "1", "--shapes", "1x8x8", "--models",
+                            "mixerflow_tiny,mixerflow_tiny_maf", "--conditioner-dtypes", "float32,bfloat16"])
+    assert [r["model"] for r in rows] == ["mixerflow_tiny", "mixerflow_tiny_maf", "mixerflow_tiny:bfloat16"]
+    for row in rows:
+        assert _finite(row["train_img_s"]) and row["train_img_s"] > 0 and _finite(row["log_prob_img_s"])
+        assert row["params"] > 0 and row["forward_mflops_per_image"] > 0
+    assert rows[0]["params"] == rows[2]["params"]
+    assert "| mixerflow_tiny:bfloat16 | 1x8x8 |" in capsys.readouterr().out

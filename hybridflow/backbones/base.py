@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..flows import NUM_BINS, Centre, Flow, check_pixels, dequantize, quantize
+from ..flows import CONDITIONER_DTYPES, NUM_BINS, Centre, Conditioner, Flow, check_pixels, dequantize, quantize
 
 __all__ = ["FlowBackbone", "standard_normal_log_prob"]
 
@@ -77,6 +77,38 @@ class FlowBackbone(Flow):
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # -- precision ------------------------------------------------------------------------------
+    conditioner_dtype: str = "float32"
+
+    def set_conditioner_dtype(self, dtype: str) -> FlowBackbone:
+        """Run every coupling conditioner in ``dtype`` (``"float32"`` or ``"bfloat16"``).
+
+        The flow's own arithmetic (couplings, linear blocks, log-dets) stays in float32, so the
+        model stays exactly invertible with an exact log-det; see :class:`~hybridflow.flows.Conditioner`.
+        The choice is part of ``config`` (a checkpoint rebuilds the same function). Backbones
+        whose couplings have no such conditioner (MAF) refuse ``"bfloat16"``.
+
+        Example:
+            >>> from hybridflow import create_backbone
+            >>> flow = create_backbone("mixerflow_tiny").set_conditioner_dtype("bfloat16")
+            >>> flow.config["conditioner_dtype"]
+            'bfloat16'
+        """
+        if dtype not in CONDITIONER_DTYPES:
+            raise ValueError(f"conditioner_dtype must be one of {sorted(CONDITIONER_DTYPES)}, got {dtype!r}")
+        conditioners = [m for m in self.modules() if isinstance(m, Conditioner)]
+        if CONDITIONER_DTYPES[dtype] is not None and not conditioners:
+            raise ValueError(f"{type(self).__name__} has no coupling conditioner that can run in {dtype}")
+        for module in conditioners:
+            module.compute_dtype = CONDITIONER_DTYPES[dtype]
+        self.conditioner_dtype = dtype
+        config = getattr(self, "config", None)
+        if isinstance(config, dict):  # float32, the default, stays out: old configs are unchanged
+            config.pop("conditioner_dtype", None)
+            if dtype != "float32":
+                config["conditioner_dtype"] = dtype
+        return self
 
     def dequantize(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> Tensor:
         """Validate integer pixels and dequantise them, in the model's dtype and device.

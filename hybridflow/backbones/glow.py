@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ..flows import (
-    ActNorm, AffineCoupling, ConvConditioner, Flow, FlowSequence, InvConv1x1, Squeeze, conv_spline_coupling, soft_clamp,
+    ActNorm, AffineCoupling, ConvConditioner, Flow, FlowSequence, InvConv1x1, Squeeze, conv_spline_coupling,
+    make_preprocess, soft_clamp,
 )
 from .base import FlowBackbone
 
@@ -109,11 +110,15 @@ class Glow(FlowBackbone):
         hidden: channels of the coupling conditioners.
         coupling: ``"affine"`` (Glow) or ``"spline"`` (Neural Spline Flows); any further keyword
             (``num_bins``, ``tail_bound``, ...) goes to the spline coupling.
+        conditioner_dtype: ``"bfloat16"`` runs the conditioners in mixed precision (see
+            ``set_conditioner_dtype``).
+        preprocess: ``"centre"`` (``u - 0.5``, the default) or ``"logit"`` (RealNVP's logit).
     """
 
     def __init__(self, input_shape: tuple[int, int, int], num_levels: int = 3, num_steps: int = 32,
-                 hidden: int = 512, coupling: str = "affine", **coupling_options) -> None:
-        super().__init__(input_shape)
+                 hidden: int = 512, coupling: str = "affine", conditioner_dtype: str = "float32",
+                 preprocess: str = "centre", **coupling_options) -> None:
+        super().__init__(input_shape, make_preprocess(preprocess))
         c, h, w = self.input_shape
         if num_levels < 1 or num_steps < 1 or hidden < 1:
             raise ValueError("num_levels, num_steps and hidden must be positive")
@@ -125,3 +130,6 @@ class Glow(FlowBackbone):
         self.config = dict(num_levels=num_levels, num_steps=num_steps, hidden=hidden)
         if coupling != "affine":  # keep the affine config exactly as before
             self.config.update(coupling=coupling, **coupling_options)
+        if preprocess != "centre":
+            self.config["preprocess"] = preprocess
+        self.set_conditioner_dtype(conditioner_dtype)

@@ -103,3 +103,21 @@ class Logit(Flow):
 
     def inverse(self, y: Tensor) -> Tensor:
         return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
+
+
+PREPROCESSING = ("centre", "logit")
+
+
+def make_preprocess(name: str) -> Flow:
+    """The preprocessing flow a backbone puts before its body: ``"centre"`` (Glow's ``u - 0.5``)
+    or ``"logit"`` (RealNVP's logit with ``alpha = 0.05``). Both log-dets count in bits/dim.
+
+    Example:
+        >>> make_preprocess("logit")
+        Logit()
+    """
+    if name == "centre":
+        return Centre()
+    if name == "logit":
+        return Logit()
+    raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {name!r}")
