@@ -97,7 +97,7 @@ class MixerFlow(FlowBackbone):
         coupling: a registered coupling name (``"affine"``; see ``list_couplings()``).
         num_blocks: residual blocks in each affine conditioner.
         conditioner_dtype: ``"bfloat16"`` runs the conditioners in mixed precision (faster on
-            CPUs with AVX512-BF16 and on GPUs; the flow stays exact, see ``set_conditioner_dtype``).
+            CPUs with AVX512-BF16; log-dets stay exact, see ``set_conditioner_dtype``).
         preprocess: ``"centre"`` (``u - 0.5``, the default) or ``"logit"`` (RealNVP's logit; on
             MNIST it took a 4-minute CPU run from 1.864 to 1.610 bits/dim, see BENCHMARKS.md).
     """

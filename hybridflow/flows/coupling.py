@@ -69,7 +69,7 @@ class Conditioner(nn.Module):
     the tiny float32 errors of the layers around it into jumps of one bfloat16 step, so a whole
     backbone inverts to about 1e-3 rather than 1e-5: fine for likelihoods, embeddings and
     samples, not for bit-exact reconstruction. Matmuls in bfloat16 run about 3x faster on CPUs
-    with AVX512-BF16 (and on GPUs); see BENCHMARKS.md for what that gives a training step.
+    with AVX512-BF16 (measured on 6272x64 @ 64x64); a whole MixerFlow training step about 1.35x.
 
     Example:
         >>> net = ResidualMLP(3, 6, hidden=16)
