@@ -111,6 +111,13 @@ class FlowBackbone(Flow):
                 config["conditioner_dtype"] = dtype
         return self
 
+    def _record_options(self, preprocess: str, conditioner_dtype: str) -> None:
+        """After a subclass has set ``self.config``: note the non-default preprocessing there (the
+        default stays out, so old configs are unchanged) and apply the conditioner precision."""
+        if preprocess != "centre":
+            self.config["preprocess"] = preprocess
+        self.set_conditioner_dtype(conditioner_dtype)
+
     def dequantize(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> Tensor:
         """Validate integer pixels and dequantise them, in the model's dtype and device.
 

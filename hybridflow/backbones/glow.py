@@ -130,6 +130,4 @@ class Glow(FlowBackbone):
         self.config = dict(num_levels=num_levels, num_steps=num_steps, hidden=hidden)
         if coupling != "affine":  # keep the affine config exactly as before
             self.config.update(coupling=coupling, **coupling_options)
-        if preprocess != "centre":
-            self.config["preprocess"] = preprocess
-        self.set_conditioner_dtype(conditioner_dtype)
+        self._record_options(preprocess, conditioner_dtype)

@@ -146,9 +146,7 @@ class MixerFlow(FlowBackbone):
                            patch_hidden=patch_hidden,
                            shift=shift if shifted else None, shift_every=shift_every, linear=linear,
                            coupling=coupling, **coupling_options)
-        if preprocess != "centre":  # the default stays out: old configs are unchanged
-            self.config["preprocess"] = preprocess
-        self.set_conditioner_dtype(conditioner_dtype)
+        self._record_options(preprocess, conditioner_dtype)
 
     def _body_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         m, logdet = self.body(x)
