@@ -8,6 +8,7 @@ repeated measurements: this machine is shared and noisy, compare ratios, not abs
     python bench/throughput.py --models mixerflow_tiny,glow_tiny --shapes 1x28x28 --repeats 3
     python bench/throughput.py --smoke                 # seconds: tiny batch, one repeat
     python bench/throughput.py --conditioner-dtypes float32,bfloat16   # also mixed-precision rows
+    python bench/throughput.py --rounds 3              # every model 3 times, in turns: median rates
 """
 
 from __future__ import annotations
@@ -104,10 +105,12 @@ def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, it
 
 def _forward_flops_per_image(model, pixels: torch.Tensor) -> float:
     """Matmul and convolution FLOPs of one ``log_prob`` pass per image (torch's FLOP counter):
-    the work a model must do whatever the implementation, so speed ratios can be read against it."""
+    the work a model must do whatever the implementation, so speed ratios can be read against it.
+    Counted with autograd on, on the ordinary path: the fused inference kernels have no FLOP
+    formula the counter knows."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:
         _loss(model, pixels)
     return counter.get_total_flops() / len(pixels)
 
@@ -171,6 +174,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--conditioner-dtypes", default="float32",
                         help="comma-separated conditioner precisions to measure our backbones in "
                              "(float32, bfloat16); rows in bfloat16 are named <model>:bfloat16")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every model this many times, in turns, and report medians "
+                             "(steadier ratios on a shared machine)")
     parser.add_argument("--json", default="bench/results/throughput.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batch, one repeat: checks the script runs")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(measure(args.worker, shape, args.batch, args.repeats, args.iters, args.device)))
         return []
     if args.smoke:
-        args.batch, args.repeats, args.iters = 4, 1, 1
+        args.batch, args.repeats, args.iters, args.rounds = 4, 1, 1, 1
     models = args.models.split(",") if args.models else _default_models()
     dtypes = args.conditioner_dtypes.split(",")
     models = [m for m in models if m == REFERENCE or "float32" in dtypes] + [
@@ -190,19 +196,51 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not _comparators.normflows_available():
         models = [m for m in models if m != REFERENCE]
         print("normflows is not installed (pip install -e '.[bench]'): no reference column", file=sys.stderr)
-    rows = []
-    for shape in args.shapes.split(","):
-        for name in models:
-            row = _run_worker(args, name, shape)
-            if row:
-                rows.append(row)
-                print(f"  {name:24s} {shape:8s} train {row['train_img_s']:8.0f} img/s   "
-                      f"log_prob {row['log_prob_img_s']:8.0f} img/s", file=sys.stderr)
+    runs = []
+    for round_index in range(args.rounds):
+        for shape in args.shapes.split(","):
+            for name in models:
+                row = _run_worker(args, name, shape)
+                if row:
+                    runs.append(dict(row, round=round_index))
+                    print(f"  round {round_index + 1}/{args.rounds}  {name:24s} {shape:8s} train "
+                          f"{row['train_img_s']:8.0f} img/s   log_prob {row['log_prob_img_s']:8.0f} img/s",
+                          file=sys.stderr)
+    rows = median_rows(runs)
     print(format_table(rows))
     if args.json and not args.smoke:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(dict(rows=rows, argv=sys.argv[1:], time=time.ctime(),
+        Path(args.json).write_text(json.dumps(dict(rows=rows, runs=runs, argv=sys.argv[1:], time=time.ctime(),
                                                    torch=torch.__version__, cpu_count=os.cpu_count()), indent=1))
+    return rows
+
+
+RATES = ("train_img_s", "log_prob_img_s", "train_img_per_cpu_s", "log_prob_img_per_cpu_s")
+
+
+def median_rows(runs: list[dict]) -> list[dict]:
+    """One row per (model, shape): the median of each rate over the rounds, the largest peak memory.
+
+    Rounds run every model once, in turn, so a slow spell of the shared machine hits all models
+    of a round rather than one model's every measurement.
+
+    Example:
+        >>> runs = [dict(model="m", shape="1x2x2", train_img_s=r, log_prob_img_s=r, train_img_per_cpu_s=r,
+        ...              log_prob_img_per_cpu_s=r, peak_mem_mb=r, round=i) for i, r in enumerate([1, 5, 3])]
+        >>> row = median_rows(runs)[0]
+        >>> row["train_img_s"], row["peak_mem_mb"], row["rounds"]
+        (3, 5, 3)
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["model"], run["shape"]), []).append(run)
+    rows = []
+    for group in groups.values():
+        row = {k: v for k, v in group[0].items() if k != "round"}
+        row.update({k: statistics.median(r[k] for r in group) for k in RATES})
+        row["peak_mem_mb"] = max(r["peak_mem_mb"] for r in group)
+        row["rounds"] = len(group)
+        rows.append(row)
     return rows
 
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -22,11 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Flow
+from .fused import CachesParameters, ParameterCache
+from .fused import linear as fused_linear
 
 __all__ = ["LULinear", "InvConv1x1"]
 
 
-class LULinear(Flow):
+class LULinear(CachesParameters, Flow):
     """Invertible linear map with bias on the last dimension, ``y = x W^T + b``.
 
     Args:
@@ -68,6 +71,7 @@ class LULinear(Flow):
         self.upper = nn.Parameter(upper[cols, rows].clone())
         self.log_diag = nn.Parameter(torch.log(diag.abs()))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+        self._frozen: ParameterCache[tuple[Tensor, float]] = ParameterCache()
 
     def _factors(self) -> tuple[Tensor, Tensor]:
         rows, cols = self.tril_index
@@ -90,12 +94,20 @@ class LULinear(Flow):
         return upper_inv @ lower_inv @ self.permutation.T
 
     def _positions(self, x: Tensor) -> int:
-        return x[0].numel() // self.dim if x.shape[0] else 0
+        return math.prod(x.shape[1:]) // self.dim  # shape arithmetic: no tensor op
+
+    def _weight_and_logdet(self) -> tuple[Tensor, Tensor | float]:
+        """``W`` and ``sum(log_diag)``; without autograd, taken from a cache that is rebuilt when a
+        parameter changes (rebuilding ``W`` from its factors is a dozen small ops per call)."""
+        if torch.is_grad_enabled():
+            self._frozen.clear()  # a fused optimiser may step after this pass without a version bump
+            return self.weight(), self.log_diag.sum()
+        return self._frozen.get(self, lambda: (self.weight(), float(self.log_diag.sum())))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y = F.linear(x, self.weight(), self.bias)
-        logdet = self.log_diag.sum() * self._positions(x)
-        return y, logdet.expand(x.shape[0])
+        weight, log_det = self._weight_and_logdet()
+        y = fused_linear(x, weight, self.bias)
+        return y, _per_example(log_det * self._positions(x), x)
 
     def inverse(self, y: Tensor) -> Tensor:
         if self.bias is not None:
@@ -120,12 +132,18 @@ class InvConv1x1(LULinear):
         return x.shape[2] * x.shape[3]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y = _mix_channels(self.weight(), x)
-        logdet = self.log_diag.sum() * self._positions(x)
-        return y, logdet.expand(x.shape[0])
+        weight, log_det = self._weight_and_logdet()
+        return _mix_channels(weight, x), _per_example(log_det * self._positions(x), x)
 
     def inverse(self, y: Tensor) -> Tensor:
         return _mix_channels(self.inverse_weight(), y)
+
+
+def _per_example(logdet: Tensor | float, x: Tensor) -> Tensor:
+    """A log-det shared by every example, as the ``(batch,)`` tensor of the protocol."""
+    if isinstance(logdet, Tensor):
+        return logdet.expand(x.shape[0])
+    return x.new_full((x.shape[0],), logdet)
 
 
 def _mix_channels(weight: Tensor, x: Tensor) -> Tensor:
