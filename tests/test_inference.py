@@ -56,6 +56,15 @@ def test_fused_linear_matches_f_linear(dtype):
         torch.testing.assert_close(linear(x, weight).float(), F.linear(x.float(), weight.float()), **tol)
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch's own note from mkldnn.flags()
+def test_switching_onednn_off_takes_the_ordinary_path():
+    mlp = randomized_mlp(1)
+    x = torch.randn(3, 10, 4)
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        assert not fused_kernels_available(x) and mlp.compute_inference(x) is None
+        torch.testing.assert_close(mlp(x), mlp.compute(x))
+
+
 def test_fused_linear_keeps_autograd_when_it_is_on():
     """With autograd on, the kernels fall back to F.linear: gradients reach every input."""
     x, weight, bias = (torch.randn(5, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True),

@@ -31,8 +31,10 @@ _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_l
 
 
 def fused_kernels_available(x: Tensor) -> bool:
-    """Whether :func:`linear` runs on oneDNN for ``x``: a CPU tensor, autograd off, oneDNN built in."""
-    return _ONEDNN and x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad)
+    """Whether :func:`linear` runs on oneDNN for ``x``: a CPU tensor, autograd off, oneDNN built
+    in and not switched off (``torch.backends.mkldnn.flags(enabled=False)`` turns this path off)."""
+    return (_ONEDNN and x.device.type == "cpu" and torch._C._get_mkldnn_enabled()
+            and not (torch.is_grad_enabled() and x.requires_grad))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, gelu: bool = False) -> Tensor:
@@ -52,7 +54,7 @@ def linear_add(x: Tensor, weight: Tensor, bias: Tensor | None, other: Tensor) ->
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    return (_ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype
+    return (_ONEDNN and x.device.type == "cpu" and torch._C._get_mkldnn_enabled() and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.bfloat16)
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
