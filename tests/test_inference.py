@@ -98,6 +98,21 @@ def test_folded_mlp_in_bfloat16_stays_near_the_float32_function():
     torch.testing.assert_close(fast, reference, rtol=0.05, atol=0.05)
 
 
+def test_folded_bfloat16_keeps_the_precision_of_small_inputs():
+    """In bfloat16, the fast path must not be coarser than the ordinary (autocast) path: its error
+    against float32 stays within a small multiple of the ordinary path's, for inputs near 0 too
+    (a clamp folded as ``2 bound sigmoid - bound`` rounded them to about 0.02: 10x the error)."""
+    mlp = randomized_mlp(1)
+    x = torch.randn(8, 50, 4) * 0.05
+    reference = mlp(x).detach()
+    mlp.compute_dtype = torch.bfloat16
+    ordinary = mlp(x).detach()
+    with torch.no_grad():
+        fast = mlp(x)
+    ordinary_error, fast_error = (ordinary - reference).abs().mean(), (fast - reference).abs().mean()
+    assert 0 < ordinary_error and fast_error < 2 * ordinary_error
+
+
 def test_batchnorm_without_running_statistics_takes_the_ordinary_path():
     """A BatchNorm that normalises with the batch's own statistics cannot be folded."""
     mlp = randomized_mlp(1)
@@ -236,6 +251,8 @@ def test_parameter_cache_rebuilds_on_a_version_bump_and_on_clear():
     with torch.no_grad():
         layer.bias.add_(1.0)
     cache.get(layer, build)
+    cache.invalidate()
+    cache.get(layer, build)
     cache.clear()
     cache.get(layer, build)
-    assert len(builds) == 3
+    assert len(builds) == 4

@@ -94,7 +94,7 @@ class ActNorm(CachesParameters, Flow):
                 y = torch.addcmul(shift, x, scale)
                 return y, x.new_full((x.shape[0],), log_scale_sum * self._positions_per_param(x))
         else:
-            self._frozen.clear()  # a fused optimiser may step after this pass without a version bump
+            self._frozen.invalidate()  # a fused optimiser may step after this pass without a version bump
         if not self.initialized:
             self._check(x)
             if self.training and x.shape[0] > 0:

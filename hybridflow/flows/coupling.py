@@ -152,8 +152,9 @@ class ResidualMLP(Conditioner):
         folded = self._folded.get(self, lambda: _fold_residual_mlp(self, dtype), dtype)
         if folded is None:
             return None
-        h = x if self.input_bound is None else torch.sigmoid(x * (2.0 / self.input_bound))  # rest folded
-        return folded(h.to(dtype)).to(x.dtype)
+        if self.input_bound is not None:  # soft_clamp(x) / (2 bound); the factor is folded into the stem
+            x = torch.sigmoid(x * (2.0 / self.input_bound)).sub_(0.5)
+        return folded(x.to(dtype)).to(x.dtype)
 
 
 class _FoldedMLP:
@@ -188,23 +189,25 @@ class _FoldedMLP:
 
 
 def _batch_norm_affine(norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor] | None:
-    """``(s, t)`` with ``norm(h) = s h + t`` in evaluation mode, in float64; ``None`` if it has no
-    running statistics (it would normalise with the batch's own)."""
+    """``(s, t)`` with ``norm(h) = s h + t`` in evaluation mode; ``None`` if it has no running
+    statistics (it would normalise with the batch's own)."""
     if norm.training or norm.running_mean is None or norm.running_var is None:
         return None
-    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+    scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
-        scale = scale * norm.weight.double()
-    shift = -norm.running_mean.double() * scale
+        scale = scale * norm.weight.detach()
+    shift = -norm.running_mean * scale
     if norm.bias is not None:
-        shift = shift + norm.bias.double()
+        shift = shift + norm.bias.detach()
     return scale, shift
 
 
 def _fold_residual_mlp(mlp: ResidualMLP, dtype: torch.dtype) -> _FoldedMLP | None:
-    """Fold ``mlp``'s BatchNorms, and the affine part of its input clamp, into its linear layers
-    (in float64, then cast to ``dtype``). The folded stem takes ``sigmoid(2 x / bound)``, as
-    ``soft_clamp(x) = 2 bound sigmoid(2 x / bound) - bound``."""
+    """Fold ``mlp``'s BatchNorms, and the scale of its input clamp, into its linear layers (in the
+    parameters' precision, then cast to ``dtype``). The folded stem takes ``sigmoid(2 x / bound) - 1/2``, which is
+    ``soft_clamp(x) / (2 bound)``. Centred on 0, it keeps bfloat16's relative precision for small
+    inputs; the uncentred ``sigmoid`` (folding the ``- bound`` into the bias too) rounds every
+    input near 0 to about 0.02 and cost a trained bfloat16 MixerFlow 0.016 bits/dim on MNIST."""
     blocks = [(block[0], block[2], block[3], block[5]) for block in mlp.blocks]  # BN1, L1, BN2, L2
     norms = [_batch_norm_affine(n) for n in [mlp.head[0]] + [n for b in blocks for n in (b[0], b[2])]]
     if any(n is None for n in norms):
@@ -213,7 +216,7 @@ def _fold_residual_mlp(mlp: ResidualMLP, dtype: torch.dtype) -> _FoldedMLP | Non
 
     def weights(layer: nn.Linear) -> tuple[Tensor, Tensor]:
         bias = layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
-        return layer.weight.detach().double(), bias.detach().double()
+        return layer.weight.detach(), bias.detach()
 
     def then_norm(pair: tuple[Tensor, Tensor], scale: Tensor, shift: Tensor | float = 0.0) -> tuple[Tensor, Tensor]:
         return pair[0] * scale[:, None], pair[1] * scale + shift
@@ -224,7 +227,7 @@ def _fold_residual_mlp(mlp: ResidualMLP, dtype: torch.dtype) -> _FoldedMLP | Non
     stem, head = weights(mlp.stem), cast(weights(mlp.head[2]))
     if mlp.input_bound is not None:
         bound = mlp.input_bound
-        stem = (stem[0] * (2 * bound), stem[1] - bound * stem[0].sum(1))
+        stem = (stem[0] * (2 * bound), stem[1])
     if not blocks:
         return _FoldedMLP(cast(then_norm(stem, s3, t3)), [], None, [], None, None, head)
     inner = [(cast(then_norm(weights(l1), *_batch_norm_affine(bn2))), cast(weights(l2))) for _, l1, bn2, l2 in blocks]

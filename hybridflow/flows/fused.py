@@ -95,9 +95,14 @@ class ParameterCache(Generic[T]):
             self._value, self._key = build(), key
         return self._value
 
-    def clear(self) -> None:
+    def invalidate(self) -> None:
+        """Rebuild at the next :meth:`get` (the parameters may have changed in place)."""
         self._key: tuple | None = None
         self._value: T | None = None
+
+    def clear(self) -> None:
+        """Also forget which tensors to watch (they may have been swapped for others)."""
+        self.invalidate()
         self._tensors: list[Tensor] | None = None
 
 
@@ -107,10 +112,13 @@ class CachesParameters(nn.Module):
     and on ``train()``. Subclasses call :meth:`_clear_parameter_caches` from their forward
     whenever autograd is on."""
 
-    def _clear_parameter_caches(self) -> None:
+    def _clear_parameter_caches(self, swapped: bool = False) -> None:
+        """Invalidate every cache; ``swapped``: tensors may have been replaced, not just edited."""
         for value in self.__dict__.values():
-            if isinstance(value, ParameterCache):
+            if isinstance(value, ParameterCache) and swapped:
                 value.clear()
+            elif isinstance(value, ParameterCache):
+                value.invalidate()
 
     def train(self, mode: bool = True):
         if mode:
@@ -118,9 +126,9 @@ class CachesParameters(nn.Module):
         return super().train(mode)
 
     def _apply(self, fn, recurse: bool = True):
-        self._clear_parameter_caches()
+        self._clear_parameter_caches(swapped=True)
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._clear_parameter_caches()
+        self._clear_parameter_caches(swapped=True)
         super()._load_from_state_dict(*args, **kwargs)

@@ -100,7 +100,7 @@ class LULinear(CachesParameters, Flow):
         """``W`` and ``sum(log_diag)``; without autograd, taken from a cache that is rebuilt when a
         parameter changes (rebuilding ``W`` from its factors is a dozen small ops per call)."""
         if torch.is_grad_enabled():
-            self._frozen.clear()  # a fused optimiser may step after this pass without a version bump
+            self._frozen.invalidate()  # a fused optimiser may step after this pass without a version bump
             return self.weight(), self.log_diag.sum()
         return self._frozen.get(self, lambda: (self.weight(), float(self.log_diag.sum())))
 
