@@ -80,10 +80,13 @@ def _batch_norm_affine(norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor] | None:
 
 def fold_residual_mlp(mlp: ResidualMLP, dtype: torch.dtype) -> FoldedMLP | None:
     """Fold ``mlp``'s BatchNorms, and the scale of its input clamp, into its linear layers (in the
-    parameters' precision, then cast to ``dtype``). The folded stem takes ``sigmoid(2 x / bound) - 1/2``, which is
-    ``soft_clamp(x) / (2 bound)``. Centred on 0, it keeps bfloat16's relative precision for small
-    inputs; the uncentred ``sigmoid`` (folding the ``- bound`` into the bias too) rounds every
-    input near 0 to about 0.02 and cost a trained bfloat16 MixerFlow 0.016 bits/dim on MNIST."""
+    parameters' precision, then cast to ``dtype``); ``None`` if a BatchNorm cannot be folded.
+
+    The folded stem takes ``sigmoid(2 x / bound) - 1/2``, which is ``soft_clamp(x) / (2 bound)``.
+    Centred on 0, it keeps bfloat16's relative precision for small inputs; the uncentred
+    ``sigmoid`` (folding the ``- bound`` into the bias too) rounds every input near 0 to about
+    0.02 and cost a trained bfloat16 MixerFlow 0.016 bits/dim on MNIST.
+    """
     blocks = [(block[0], block[2], block[3], block[5]) for block in mlp.blocks]  # BN1, L1, BN2, L2
     norms = [_batch_norm_affine(n) for n in [mlp.head[0]] + [n for b in blocks for n in (b[0], b[2])]]
     if any(n is None for n in norms):

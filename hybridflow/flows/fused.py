@@ -54,9 +54,8 @@ def linear_add(x: Tensor, weight: Tensor, bias: Tensor | None, other: Tensor) ->
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    return (_ONEDNN and x.device.type == "cpu" and torch._C._get_mkldnn_enabled() and x.dtype == weight.dtype
-            and x.dtype in (torch.float32, torch.bfloat16)
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+    return (fused_kernels_available(x) and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
+            and not (torch.is_grad_enabled() and weight.requires_grad))
 
 
 T = TypeVar("T")
