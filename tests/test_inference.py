@@ -5,6 +5,7 @@ the parameters can change."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -235,6 +236,15 @@ def test_caches_follow_a_dtype_change(pixels):
     as_double = copy.deepcopy(flow).double()
     assert next(as_double.parameters()).dtype == torch.float64
     torch.testing.assert_close(fast_log_prob(as_double, pixels), as_double.log_prob(pixels), rtol=1e-9, atol=1e-6)
+
+
+def test_pickles_and_copies_leave_the_caches_behind(pixels):
+    flow = trained_flow()
+    before = len(pickle.dumps(flow))
+    expected = fast_log_prob(flow, pixels)  # fills every cache
+    assert len(pickle.dumps(flow)) == before
+    for clone in (pickle.loads(pickle.dumps(flow)), copy.deepcopy(flow)):
+        torch.testing.assert_close(fast_log_prob(clone, pixels), expected)
 
 
 def test_parameter_cache_rebuilds_on_a_version_bump_and_on_clear():

@@ -104,6 +104,14 @@ class ParameterCache(Generic[T]):
         self.invalidate()
         self._tensors: list[Tensor] | None = None
 
+    # A pickled or deep-copied module starts with an empty cache: the cached copies would double
+    # the size of a pickled model, and the copy rebuilds them on first use anyway.
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.clear()
+
 
 class CachesParameters(nn.Module):
     """Mixin for modules that keep :class:`ParameterCache` attributes: clears them whenever
