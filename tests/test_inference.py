@@ -212,6 +212,20 @@ def test_caches_follow_a_fused_optimiser_step(pixels, mode):
     assert_fresh(flow.eval(), pixels, stale)
 
 
+def test_caches_follow_an_ema_update(pixels):
+    """timm's EMA (train.py's ema_decay) updates a copy that never runs with autograd on."""
+    from timm.utils import ModelEmaV3
+
+    flow = trained_flow()
+    ema = ModelEmaV3(flow, decay=0.5)
+    stale = fast_log_prob(ema.module.eval(), pixels)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ema.update(flow, step=100)
+    assert_fresh(ema.module.eval(), pixels, stale)
+
+
 def test_caches_follow_in_place_edits_and_loads(pixels):
     flow = trained_flow()
     stale = fast_log_prob(flow, pixels)
