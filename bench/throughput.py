@@ -139,12 +139,16 @@ def _run_worker(args, name: str, shape: str) -> dict | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], runs: list[dict] | None = None) -> str:
     """Markdown table; ratios are to normflows' Glow on the same input, by wall clock and by
-    process CPU time (the latter is steadier when other work shares the machine)."""
+    process CPU time (the latter is steadier when other work shares the machine). Given the
+    ``runs`` of several rounds, two more columns give the wall-clock ratio of each round to the
+    reference's in the same round: median and range, the figures to judge a target by."""
+    spread = runs is not None and len({r.get("round", 0) for r in runs}) > 1
     lines = ["| model | input | params | forward MFLOP/image | train img/s | log_prob img/s | peak RSS MB "
-             "| train x nf (wall / cpu) | log_prob x nf (wall / cpu) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| train x nf (wall / cpu) | log_prob x nf (wall / cpu) |"
+             + (" train x nf per round | log_prob x nf per round |" if spread else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if spread else "")]
     for shape in dict.fromkeys(r["shape"] for r in rows):
         group = [r for r in rows if r["shape"] == shape]
         ref = next((r for r in group if r["model"] == REFERENCE), None)
@@ -155,10 +159,32 @@ def format_table(rows: list[dict]) -> str:
                       f"{r['train_img_per_cpu_s'] / ref['train_img_per_cpu_s']:.2f}")
                 lp = (f"{r['log_prob_img_s'] / ref['log_prob_img_s']:.2f} / "
                       f"{r['log_prob_img_per_cpu_s'] / ref['log_prob_img_per_cpu_s']:.2f}")
-            lines.append(f"| {r['model']} | {shape} | {r['params']:,} | {r.get('forward_mflops_per_image', 0):.1f} | "
-                         f"{r['train_img_s']:.0f} | "
-                         f"{r['log_prob_img_s']:.0f} | {r['peak_mem_mb']:.0f} | {tr} | {lp} |")
+            line = (f"| {r['model']} | {shape} | {r['params']:,} | {r.get('forward_mflops_per_image', 0):.1f} | "
+                    f"{r['train_img_s']:.0f} | {r['log_prob_img_s']:.0f} | {r['peak_mem_mb']:.0f} | {tr} | {lp} |")
+            if spread:
+                line += "".join(f" {_spread(ratios)} |" for ratios in round_ratios(runs, r["model"], shape))
+            lines.append(line)
     return "\n".join(lines)
+
+
+def round_ratios(runs: list[dict], model: str, shape: str) -> tuple[list[float], list[float]]:
+    """Per round, ``model``'s train and log_prob images/s over the reference's in the same round.
+
+    Example:
+        >>> runs = [dict(model=m, shape="s", round=i, train_img_s=t, log_prob_img_s=2 * t)
+        ...         for i, (a, b) in enumerate([(3, 1), (4, 2)]) for m, t in (("x", a), (REFERENCE, b))]
+        >>> round_ratios(runs, "x", "s")
+        ([3.0, 2.0], [3.0, 2.0])
+    """
+    by_round = {(r["model"], r.get("round", 0)): r for r in runs if r["shape"] == shape}
+    pairs = [(by_round[(model, k)], by_round[(REFERENCE, k)]) for (name, k) in by_round
+             if name == model and (REFERENCE, k) in by_round]
+    return ([a["train_img_s"] / b["train_img_s"] for a, b in pairs],
+            [a["log_prob_img_s"] / b["log_prob_img_s"] for a, b in pairs])
+
+
+def _spread(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else "-"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -207,7 +233,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                           f"{row['train_img_s']:8.0f} img/s   log_prob {row['log_prob_img_s']:8.0f} img/s",
                           file=sys.stderr)
     rows = median_rows(runs)
-    print(format_table(rows))
+    print(format_table(rows, runs))
     if args.json and not args.smoke:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(dict(rows=rows, runs=runs, argv=sys.argv[1:], time=time.ctime(),
