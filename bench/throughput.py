@@ -9,6 +9,7 @@ repeated measurements: this machine is shared and noisy, compare ratios, not abs
     python bench/throughput.py --smoke                 # seconds: tiny batch, one repeat
     python bench/throughput.py --conditioner-dtypes float32,bfloat16   # also mixed-precision rows
     python bench/throughput.py --rounds 3              # every model 3 times, in turns: median rates
+    python bench/throughput.py --compiled              # also rows with torch.compile'd couplings
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ DEFAULT_MODELS = ["mixerflow_tiny", "glow_tiny", REFERENCE]
 VARIANT_PATTERNS = ["mixerflow_tiny_*", "nsf_glow_tiny"]
 
 
+COMPILED = "+compiled"
+
+
 def _build(name: str, shape: tuple[int, int, int]):
-    """``name`` is a backbone, ``name:bfloat16`` the same with bfloat16 conditioners, or the reference."""
+    """``name`` is a backbone, ``name:bfloat16`` the same with bfloat16 conditioners, or the
+    reference. A ``+compiled`` suffix is left to :func:`measure` (see ``--compiled``)."""
     if name == REFERENCE:
         return _comparators.NormflowsGlow(shape)
     import hybridflow
 
-    name, _, dtype = name.partition(":")
+    name, _, dtype = name.removesuffix(COMPILED).partition(":")
     return hybridflow.create_backbone(name, input_shape=shape, conditioner_dtype=dtype or "float32")
 
 
@@ -91,6 +96,9 @@ def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, it
 
     flops = _forward_flops_per_image(model, pixels[:4])
     rss_before = _peak_rss_mb()
+    if name.endswith(COMPILED):  # after the FLOP count, which runs eagerly; compiling is not timed
+        model.set_compiled_couplings()
+        train_step()
     train_s, train_cpu = _timed(train_step, repeats, iters)
     model.eval()
     score_s, score_cpu = _timed(score, repeats, iters)
@@ -200,6 +208,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--conditioner-dtypes", default="float32",
                         help="comma-separated conditioner precisions to measure our backbones in "
                              "(float32, bfloat16); rows in bfloat16 are named <model>:bfloat16")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also measure our backbones with compiled couplings (set_compiled_couplings), "
+                             "rows named <model>+compiled; the compile itself is not timed")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every model this many times, in turns, and report medians "
                              "(steadier ratios on a shared machine)")
@@ -219,6 +230,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     models = [m for m in models if m == REFERENCE or "float32" in dtypes] + [
         f"{m}:{dtype}" for dtype in dtypes if dtype != "float32"
         for m in models if m != REFERENCE and _supports(m, dtype)]
+    if args.compiled:
+        models += [m + COMPILED for m in models if m != REFERENCE and _compilable(m)]
     if not _comparators.normflows_available():
         models = [m for m in models if m != REFERENCE]
         print("normflows is not installed (pip install -e '.[bench]'): no reference column", file=sys.stderr)
@@ -277,6 +290,17 @@ def _supports(name: str, dtype: str) -> bool:
         hybridflow.create_backbone(name, conditioner_dtype=dtype)
     except ValueError as error:
         print(f"  {name}: {error}; left out", file=sys.stderr)
+        return False
+    return True
+
+
+def _compilable(name: str) -> bool:
+    import hybridflow
+
+    try:
+        hybridflow.create_backbone(name.partition(":")[0]).set_compiled_couplings()
+    except ValueError as error:
+        print(f"  {name}{COMPILED}: {error}; left out", file=sys.stderr)
         return False
     return True
 

@@ -209,3 +209,11 @@ def test_throughput_smoke_measures_both_conditioner_precisions(capsys):
         assert row["params"] > 0 and row["forward_mflops_per_image"] > 0
     assert rows[0]["params"] == rows[2]["params"]
     assert "| mixerflow_tiny:bfloat16 | 1x8x8 |" in capsys.readouterr().out
+
+
+def test_compiled_ab_runs_in_turns():
+    """bench/compiled.py: one (eager, compiled) pair of positive train rates per round."""
+    import compiled
+
+    pairs = compiled.train_rates("mixerflow_tiny", (1, 8, 8), batch=4, rounds=2, steps=1)
+    assert len(pairs) == 2 and all(_finite(rate) and rate > 0 for pair in pairs for rate in pair)

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..flows import CONDITIONER_DTYPES, NUM_BINS, Centre, Conditioner, Flow, check_pixels, dequantize, quantize
+from ..flows import CONDITIONER_DTYPES, AffineCoupling, NUM_BINS, Centre, Conditioner, Flow, check_pixels, dequantize, quantize
 
 __all__ = ["FlowBackbone", "standard_normal_log_prob"]
 
@@ -111,12 +111,42 @@ class FlowBackbone(Flow):
                 config["conditioner_dtype"] = dtype
         return self
 
-    def _record_options(self, preprocess: str, conditioner_dtype: str) -> None:
+    compiled_couplings: bool = False
+
+    def set_compiled_couplings(self, enabled: bool = True) -> FlowBackbone:
+        """Train the affine coupling layers through ``torch.compile`` (or stop doing so).
+
+        With autograd on, each coupling's forward, conditioner included, runs as one compiled
+        graph whose BatchNorms, GELUs and element-wise arithmetic are fused, forward and backward.
+        mixerflow_tiny trains 1.19x faster in float32 and 1.12x with bfloat16 conditioners (see
+        :mod:`~hybridflow.flows.compiled`); the first step compiles, for seconds. Evaluation
+        without autograd keeps the eager path, already fused. A run option, not part of the
+        model: ``config`` and checkpoints are unchanged. Where compiling fails (no C++
+        compiler), the layers warn once and run eagerly.
+
+        Example:
+            >>> from hybridflow import create_backbone
+            >>> flow = create_backbone("mixerflow_tiny").set_compiled_couplings()
+            >>> flow.compiled_couplings
+            True
+        """
+        couplings = [m for m in self.modules() if isinstance(m, AffineCoupling)]
+        if enabled and not couplings:
+            raise ValueError(f"{type(self).__name__} has no affine coupling layer to compile")
+        for module in couplings:
+            module.compiled = bool(enabled)
+        self.compiled_couplings = bool(enabled)
+        return self
+
+    def _record_options(self, preprocess: str, conditioner_dtype: str, compile_couplings: bool = False) -> None:
         """After a subclass has set ``self.config``: note the non-default preprocessing there (the
-        default stays out, so old configs are unchanged) and apply the conditioner precision."""
+        default stays out, so old configs are unchanged), apply the conditioner precision and,
+        if asked, compile the couplings for training (a run option, kept out of ``config``)."""
         if preprocess != "centre":
             self.config["preprocess"] = preprocess
         self.set_conditioner_dtype(conditioner_dtype)
+        if compile_couplings:
+            self.set_compiled_couplings(True)
 
     def dequantize(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> Tensor:
         """Validate integer pixels and dequantise them, in the model's dtype and device.

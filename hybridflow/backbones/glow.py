@@ -113,11 +113,13 @@ class Glow(FlowBackbone):
         conditioner_dtype: ``"bfloat16"`` runs the conditioners in mixed precision (see
             ``set_conditioner_dtype``).
         preprocess: ``"centre"`` (``u - 0.5``, the default) or ``"logit"`` (RealNVP's logit).
+        compile_couplings: train the couplings through ``torch.compile`` (see
+            ``set_compiled_couplings``; a run option, not stored in ``config``).
     """
 
     def __init__(self, input_shape: tuple[int, int, int], num_levels: int = 3, num_steps: int = 32,
                  hidden: int = 512, coupling: str = "affine", conditioner_dtype: str = "float32",
-                 preprocess: str = "centre", **coupling_options) -> None:
+                 preprocess: str = "centre", compile_couplings: bool = False, **coupling_options) -> None:
         super().__init__(input_shape, make_preprocess(preprocess))
         c, h, w = self.input_shape
         if num_levels < 1 or num_steps < 1 or hidden < 1:
@@ -130,4 +132,4 @@ class Glow(FlowBackbone):
         self.config = dict(num_levels=num_levels, num_steps=num_steps, hidden=hidden)
         if coupling != "affine":  # keep the affine config exactly as before
             self.config.update(coupling=coupling, **coupling_options)
-        self._record_options(preprocess, conditioner_dtype)
+        self._record_options(preprocess, conditioner_dtype, compile_couplings)

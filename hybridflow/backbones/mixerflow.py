@@ -100,6 +100,8 @@ class MixerFlow(FlowBackbone):
             CPUs with AVX512-BF16; log-dets stay exact, see ``set_conditioner_dtype``).
         preprocess: ``"centre"`` (``u - 0.5``, the default) or ``"logit"`` (RealNVP's logit; on
             MNIST it took a 4-minute CPU run from 1.864 to 1.610 bits/dim, see BENCHMARKS.md).
+        compile_couplings: train the couplings through ``torch.compile`` (see
+            ``set_compiled_couplings``; a run option, not stored in ``config``).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class MixerFlow(FlowBackbone):
         coupling: str = "affine",
         conditioner_dtype: str = "float32",
         preprocess: str = "centre",
+        compile_couplings: bool = False,
         **coupling_options,
     ) -> None:
         super().__init__(input_shape, make_preprocess(preprocess))
@@ -146,7 +149,7 @@ class MixerFlow(FlowBackbone):
                            patch_hidden=patch_hidden,
                            shift=shift if shifted else None, shift_every=shift_every, linear=linear,
                            coupling=coupling, **coupling_options)
-        self._record_options(preprocess, conditioner_dtype)
+        self._record_options(preprocess, conditioner_dtype, compile_couplings)
 
     def _body_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         m, logdet = self.body(x)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .actnorm import ActNorm
 from .base import Flow
+from .compiled import compiled_call
 from .folding import FoldedMLP, fold_residual_mlp
 from .fused import CachesParameters, ParameterCache, fused_kernels_available
 
@@ -204,11 +205,20 @@ class AffineCoupling(Flow):
         self.dim = dim
         self.scale_bound = scale_bound
 
+    compiled: bool = False
+    """Run :meth:`forward` through ``torch.compile`` whenever autograd is on (training); see
+    :mod:`~hybridflow.flows.compiled` and ``FlowBackbone.set_compiled_couplings``."""
+
     def _shift_and_log_scale(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
         shift, raw = self.conditioner(x_a).chunk(2, dim=self.dim)
         return shift, soft_clamp(raw, self.scale_bound)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.compiled and torch.is_grad_enabled():
+            return compiled_call(AffineCoupling._affine_forward, self, x)
+        return self._affine_forward(x)
+
+    def _affine_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_a, x_b = x.split(self.split, dim=self.dim)
         shift, log_scale = self._shift_and_log_scale(x_a)
         y_b = torch.addcmul(shift, x_b, torch.exp(log_scale))
