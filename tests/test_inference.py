@@ -14,7 +14,7 @@ from torch import nn
 
 from flow_checks import randomize
 from hybridflow import create_backbone
-from hybridflow.flows import ActNorm, AffineCoupling, InvConv1x1, LULinear, ResidualMLP
+from hybridflow.flows import ActNorm, AffineCoupling, ConvConditioner, InvConv1x1, LULinear, ResidualMLP
 from hybridflow.flows.fused import ParameterCache, fused_kernels_available, linear, linear_add
 from hybridflow.train import make_adam
 
@@ -141,6 +141,8 @@ LAYERS = {
     "lu_linear": (lambda: LULinear(6, init="random"), (2, 5, 6)),
     "inv_conv_1x1": (lambda: InvConv1x1(4), (2, 4, 3, 3)),
     "affine_coupling": (lambda: AffineCoupling(6, ResidualMLP(3, 6, hidden=8)), (2, 4, 6)),
+    "affine_coupling_odd": (lambda: AffineCoupling(7, ResidualMLP(3, 8, hidden=8)), (2, 4, 7)),
+    "affine_coupling_channels": (lambda: AffineCoupling(5, ConvConditioner(2, 6, hidden=8), dim=1), (2, 5, 3, 3)),
 }
 
 
