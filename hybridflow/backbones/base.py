@@ -22,7 +22,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..flows import CONDITIONER_DTYPES, AffineCoupling, NUM_BINS, Centre, Conditioner, Flow, check_pixels, dequantize, quantize
+from ..flows import (
+    CONDITIONER_DTYPES, NUM_BINS, AffineCoupling, Centre, Conditioner, Flow, check_pixels, dequantize, quantize,
+)
 
 __all__ = ["FlowBackbone", "standard_normal_log_prob"]
 

@@ -220,24 +220,9 @@ class AffineCoupling(Flow):
 
     def _affine_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_a, x_b = x.split(self.split, dim=self.dim)
-        if not torch.is_grad_enabled():
-            return self._forward_without_autograd(x, x_a, x_b)
         shift, log_scale = self._shift_and_log_scale(x_a)
         y_b = torch.addcmul(shift, x_b, torch.exp(log_scale))
         return torch.cat([x_a, y_b], dim=self.dim), log_scale.flatten(1).sum(1)
-
-    def _forward_without_autograd(self, x: Tensor, x_a: Tensor, x_b: Tensor) -> tuple[Tensor, Tensor]:
-        """The same function with fewer passes over memory, for evaluation: the clamp and ``exp``
-        in place and ``y_b`` written straight into the output instead of through ``cat``
-        (mixerflow_tiny's ``log_prob``: 1.03x, the same bits to the last digit)."""
-        shift, raw = self.conditioner(x_a).chunk(2, dim=self.dim)
-        bound = self.scale_bound
-        log_scale = torch.sigmoid(raw * (2.0 / bound)).mul_(2.0 * bound).sub_(bound)  # soft_clamp
-        logdet = log_scale.flatten(1).sum(1)
-        y = torch.empty_like(x)
-        y.narrow(self.dim, 0, self.split[0]).copy_(x_a)
-        torch.addcmul(shift, x_b, log_scale.exp_(), out=y.narrow(self.dim, self.split[0], self.split[1]))
-        return y, logdet
 
     def inverse(self, y: Tensor) -> Tensor:
         y_a, y_b = y.split(self.split, dim=self.dim)
