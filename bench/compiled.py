@@ -19,24 +19,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import _build, _loss  # noqa: E402
-from hybridflow.train import make_adam  # noqa: E402
+from throughput import train_setup  # noqa: E402
 
 
 def train_rates(name: str, shape: tuple[int, int, int], batch: int, rounds: int, steps: int) -> list[tuple[float, float]]:
     """``rounds`` pairs (eager, compiled) of train-step images/s for one model."""
-    torch.manual_seed(0)
-    model = _build(name, shape)
-    pixels = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8)
-    optimiser = make_adam(model.parameters(), lr=1e-3)
-    model.train()
-    _loss(model, pixels)  # data-dependent initialisation
-
-    def step() -> None:
-        optimiser.zero_grad(set_to_none=True)
-        _loss(model, pixels).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimiser.step()
+    model, _, step = train_setup(name, shape, batch)
 
     def rate(compiled: bool) -> float:
         model.set_compiled_couplings(compiled)

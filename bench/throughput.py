@@ -73,21 +73,28 @@ def _timed(fn, repeats: int, iters: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, iters: int, device: str) -> dict:
+def train_setup(name: str, shape: tuple[int, int, int], batch: int, device: str = "cpu"):
+    """``(model, pixels, train_step)``: a model in training mode, initialised on a fixed random batch,
+    and one optimiser step on that batch (the same fused Adam and clipping for every model)."""
     torch.manual_seed(0)
     model = _build(name, shape).to(device)
     pixels = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8).to(device)
-    optimiser = make_adam(model.parameters(), lr=1e-3)  # the same (fused) Adam for every model
+    optimiser = make_adam(model.parameters(), lr=1e-3)
     model.train()
     _loss(model, pixels)  # data-dependent initialisation outside the timing
 
-    def train_step():
+    def train_step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        loss = _loss(model, pixels)
-        loss.backward()
+        _loss(model, pixels).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimiser.step()
         _sync(device)
+
+    return model, pixels, train_step
+
+
+def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, iters: int, device: str) -> dict:
+    model, pixels, train_step = train_setup(name, shape, batch, device)
 
     def score():
         with torch.no_grad():
@@ -231,7 +238,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{m}:{dtype}" for dtype in dtypes if dtype != "float32"
         for m in models if m != REFERENCE and _supports(m, dtype)]
     if args.compiled:
-        models += [m + COMPILED for m in models if m != REFERENCE and _compilable(m)]
+        models += [m + COMPILED for m in models if m != REFERENCE and _supports(m.partition(":")[0], compiled=True)]
     if not _comparators.normflows_available():
         models = [m for m in models if m != REFERENCE]
         print("normflows is not installed (pip install -e '.[bench]'): no reference column", file=sys.stderr)
@@ -283,24 +290,14 @@ def median_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def _supports(name: str, dtype: str) -> bool:
+def _supports(name: str, dtype: str = "float32", compiled: bool = False) -> bool:
+    """Whether backbone ``name`` takes these options (MAF has no bfloat16 or compiled couplings)."""
     import hybridflow
 
     try:
-        hybridflow.create_backbone(name, conditioner_dtype=dtype)
+        hybridflow.create_backbone(name, conditioner_dtype=dtype, compile_couplings=compiled)
     except ValueError as error:
-        print(f"  {name}: {error}; left out", file=sys.stderr)
-        return False
-    return True
-
-
-def _compilable(name: str) -> bool:
-    import hybridflow
-
-    try:
-        hybridflow.create_backbone(name.partition(":")[0]).set_compiled_couplings()
-    except ValueError as error:
-        print(f"  {name}{COMPILED}: {error}; left out", file=sys.stderr)
+        print(f"  {name}{COMPILED if compiled else ''}: {error}; left out", file=sys.stderr)
         return False
     return True
 
