@@ -32,7 +32,7 @@ import _comparators  # noqa: E402
 from hybridflow.train import make_adam  # noqa: E402
 
 REFERENCE = "normflows_glow"
-DEFAULT_MODELS = ["mixerflow_tiny", "glow_tiny", REFERENCE]
+DEFAULT_MODELS = ["mixerflow_tiny", "mixerflow_wide", "glow_tiny", REFERENCE]
 VARIANT_PATTERNS = ["mixerflow_tiny_*", "nsf_glow_tiny"]
 
 
@@ -204,8 +204,9 @@ def _spread(ratios: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=None, help="comma-separated backbone names (default: tiny configs, "
-                        "their coupling variants and normflows' Glow)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated backbone names (default: the tiny configs, mixerflow_wide, "
+                             "the coupling variants and normflows' Glow)")
     parser.add_argument("--shapes", default="1x28x28,3x32x32")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
@@ -306,7 +307,7 @@ def _default_models() -> list[str]:
     import hybridflow
 
     variants = [n for p in VARIANT_PATTERNS for n in hybridflow.list_backbones(p)]
-    return DEFAULT_MODELS[:2] + variants + [REFERENCE]
+    return DEFAULT_MODELS[:-1] + variants + [REFERENCE]
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ SMALL = {
     "glow_3x4x8": ("glow_tiny", dict(input_shape=(3, 4, 8), num_levels=2, num_steps=2, hidden=8)),
 }
 # the CPU configurations at their real size
-REAL = ["mixerflow_tiny", "mixerflow_small", "glow_tiny"]
+REAL = ["mixerflow_tiny", "mixerflow_small", "mixerflow_wide", "glow_tiny"]
 
 
 def _make(case: str):
@@ -109,7 +109,8 @@ def test_real_cpu_configs_train_step_and_invert(name):
 
 def test_registry_lists_and_filters():
     names = list_backbones()
-    for expected in ["mixerflow_cifar10", "mixerflow_mnist", "mixerflow_64", "mixerflow_tiny", "glow_cifar10", "glow_tiny"]:
+    for expected in ["mixerflow_cifar10", "mixerflow_mnist", "mixerflow_64", "mixerflow_tiny", "mixerflow_wide",
+                     "glow_cifar10", "glow_tiny"]:
         assert expected in names
     assert all(n.startswith("glow") for n in list_backbones("glow*"))
     assert create_backbone("mixerflow").name == "mixerflow_tiny"

@@ -217,3 +217,15 @@ def test_compiled_ab_runs_in_turns():
 
     pairs = compiled.train_rates("mixerflow_tiny", (1, 8, 8), batch=4, rounds=2, steps=1)
     assert len(pairs) == 2 and all(_finite(rate) and rate > 0 for pair in pairs for rate in pair)
+
+
+@pytest.mark.skipif(not HAVE_NORMFLOWS, reason="normflows not installed (pip install -e '.[bench]')")
+def test_mixerflow_wide_matches_the_reference_parameter_count():
+    """mixerflow_wide is the MixerFlow at normflows' Glow reference size (throughput targets are
+    at matched parameter counts): within 1% of it on 1x28x28, where mixerflow_tiny is 12% above."""
+    import hybridflow
+
+    reference = __import__("_comparators").NormflowsGlow((1, 28, 28)).num_params
+    wide = hybridflow.create_backbone("mixerflow_wide").num_params
+    assert abs(wide - reference) <= 0.01 * reference, (wide, reference)
+    assert wide < hybridflow.create_backbone("mixerflow_tiny").num_params
