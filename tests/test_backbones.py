@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hybridflow
-from flow_checks import jacobian_logdet, params_without_grad, randomize, state_roundtrip
+from tests.flow_checks import jacobian_logdet, params_without_grad, randomize, state_roundtrip
 from hybridflow import create_backbone, list_backbones
 
 # (config, overrides): small enough for a full Jacobian; 1 and 3 channels, square or not.

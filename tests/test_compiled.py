@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from flow_checks import randomize
+from tests.flow_checks import randomize
 from hybridflow import create_backbone
 from hybridflow.flows import AffineCoupling, ResidualMLP
 from hybridflow.flows import compiled as compiled_module

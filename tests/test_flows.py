@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from flow_checks import jacobian_logdet, max_inverse_error, params_without_grad, randomize, state_roundtrip
+from tests.flow_checks import jacobian_logdet, max_inverse_error, params_without_grad, randomize, state_roundtrip
 from hybridflow.backbones.mixerflow import MixerLayer, MixingFlow, Transpose
 from hybridflow.flows import (
     ActNorm, AffineCoupling, Centre, ConvConditioner, FlowSequence, InvConv1x1, Logit, LULinear, Patchify,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flow_checks import randomize
+from tests.flow_checks import randomize
 from hybridflow import create_backbone
 from hybridflow.flows import ActNorm, AffineCoupling, ConvConditioner, InvConv1x1, LULinear, ResidualMLP
 from hybridflow.flows.fused import ParameterCache, fused_kernels_available, linear, linear_add

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from flow_checks import randomize
+from tests.flow_checks import randomize
 # The generic layer checks, collected here again: they run on this module's ``layer_case``.
-from test_flows import (  # noqa: F401
+from tests.test_flows import (  # noqa: F401
     test_every_parameter_gets_a_gradient, test_inverse_of_forward_is_identity, test_logdet_matches_autograd_jacobian,
     test_state_dict_round_trip_gives_identical_output,
 )
