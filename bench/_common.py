@@ -53,10 +53,11 @@ if str(BENCH) not in sys.path:
 
 import _comparators  # noqa: E402
 from hybridflow.backbones import backbone_family  # noqa: E402
-from hybridflow.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from hybridflow.backbones.density import parameter_dtype_device  # noqa: E402
 from hybridflow.data import ImageData, load_dataset  # noqa: E402
+from hybridflow.flows import NUM_BINS, check_pixels, dequantize  # noqa: E402
 from hybridflow.hybrid import HybridModel  # noqa: E402
-from hybridflow.train import make_adam  # noqa: E402
+from hybridflow.training import load_checkpoint, make_adam, save_checkpoint  # noqa: E402
 
 __all__ = [
     "ROOT", "RESULTS_DIR", "REFERENCE", "DEFAULT_MODELS", "base_parser", "finish_args", "setup",
@@ -274,9 +275,10 @@ class PixelFlow(nn.Module):
     """A flow whose ``log_prob`` takes centred dequantised floats (normflows' Glow), behind our
     backbones' integer-pixel API: ``log_prob``, ``bits_per_dim``, ``embed``, ``input_shape``.
 
-    Dequantisation as in :class:`hybridflow.backbones.FlowBackbone`: fresh uniform noise in training,
-    one seeded noise image in evaluation (so a test bits/dim is deterministic), ``u = (x + noise) /
-    256 - 0.5``; the shift has log-det 0 and ``log p(x) = log p(u) - D log 256``.
+    Dequantisation as in :class:`hybridflow.backbones.FlowBackbone` (the library's own
+    ``dequantize``): fresh uniform noise in training, each image's own seeded noise in evaluation
+    (so a test bits/dim is deterministic), ``u = (x + noise) / 256 - 0.5``; the shift has log-det 0
+    and ``log p(x) = log p(u) - D log 256``.
     """
 
     eval_seed = 0
@@ -300,18 +302,12 @@ class PixelFlow(nn.Module):
 
     def dequantize(self, x: Tensor, noise: str = "uniform") -> Tensor:
         dtype, device = self._device()
-        pixels = x.to(device=device, dtype=dtype)
-        if noise == "midpoint":
-            offset = torch.full_like(pixels, 0.5)
-        elif self.training:
-            offset = torch.rand_like(pixels)
-        else:
-            offset = torch.rand((1, *self.input_shape), generator=torch.Generator().manual_seed(self.eval_seed))
-            offset = offset.to(device=device, dtype=dtype)
-        return (pixels + offset) / 256.0 - 0.5
+        kind = noise if noise == "midpoint" or self.training else "evaluation"
+        u = dequantize(check_pixels(x, self.input_shape), noise=kind, seed=self.eval_seed)
+        return u.to(device=device, dtype=dtype) - 0.5
 
     def log_prob(self, x: Tensor) -> Tensor:
-        return self.flow.log_prob(self.dequantize(x)) - self.num_dims * math.log(256.0)
+        return self.flow.log_prob(self.dequantize(x)) - self.num_dims * math.log(NUM_BINS)
 
     def bits_per_dim(self, x: Tensor) -> Tensor:
         return -self.log_prob(x) / (self.num_dims * _LN2)
@@ -347,7 +343,7 @@ def backbone_params(model: nn.Module) -> int:
 
 @dataclass
 class TrainSettings:
-    """A :class:`hybridflow.train.TrainConfig`-like set of settings, with a wall-clock budget."""
+    """A :class:`hybridflow.training.TrainConfig`-like set of settings, with a wall-clock budget."""
 
     seconds: float
     batch_size: int = 128
@@ -475,9 +471,10 @@ def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings,
 
 @torch.no_grad()
 def test_bits_per_dim(model: nn.Module, images: Tensor, batch_size: int = 500) -> float:
-    """Mean bits/dim over ``images`` in evaluation mode (seeded dequantisation noise), in batches."""
-    model.eval()
-    device = next(model.parameters()).device
+    """Mean bits/dim over ``images`` in evaluation mode (each image's own seeded dequantisation
+    noise), in batches; our models through their inference copy (``hybridflow.freeze``)."""
+    model = model.inference_copy() if hasattr(model, "inference_copy") else model.eval()
+    device = parameter_dtype_device(model)[1]
     total = 0.0
     for chunk in images.split(int(batch_size)):
         total += float(model.bits_per_dim(chunk.to(device)).double().sum())
@@ -673,7 +670,8 @@ def write_results(args: argparse.Namespace, payload: dict[str, Any], elapsed: fl
     """``payload`` with the command, date, machine, git commit and settings, as JSON."""
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                 if k not in ("specs", "command", "name")}
-    record = dict(benchmark=name or args.name, command=args.command, date=_now(),
+    # Evaluation noise since issue 15: each test image its own seeded draw (see bench/eval_noise.py).
+    record = dict(benchmark=name or args.name, command=args.command, date=_now(), evaluation_noise="per_image",
                   wall_seconds=round(elapsed, 1), smoke=bool(args.smoke),
                   machine=machine_info(args.threads), git=_git(), settings=settings, **payload)
     path = results_path(args, name)

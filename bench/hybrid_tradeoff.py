@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from hybridflow.data import ImageData  # noqa: E402
-from hybridflow.train import evaluate  # noqa: E402
+from hybridflow.training import evaluate_model as evaluate  # noqa: E402
 
 LAMBDAS = "0,0.01,0.1,1,10,100"
 

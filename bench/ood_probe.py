@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from hybridflow import create_backbone
-from hybridflow._fit import fit_backbone
+from hybridflow.training import fit_backbone
 from hybridflow.data import load_dataset
 from hybridflow.ood import (
     BitsPerDim, Complexity, LikelihoodRatio, LogLikelihood, Typicality, evaluate, log_likelihood, perturb,

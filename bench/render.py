@@ -36,6 +36,7 @@ SECTIONS = [
     ("hybrid_tradeoff", "4. Hybrid trade-off and semi-supervised learning", "python bench/hybrid_tradeoff.py"),
     ("ood", "5. Out-of-distribution detection", "python bench/ood.py --reuse"),
     ("scaling", "6. Scaling with image size", "python bench/scaling.py"),
+    ("eval_noise", "7. Evaluation noise: one shared noise image against each image's own", "python bench/eval_noise.py"),
 ]
 
 
@@ -56,7 +57,10 @@ def provenance(record: dict, training: bool = True) -> str:
     lines = [f"- Command: `{record.get('command')}`",
              f"- Date: {record.get('date')} (wall time {record.get('wall_seconds')} s); "
              f"commit {git.get('commit')}{' (uncommitted changes)' if git.get('dirty') else ''}",
-             f"- Machine: {machine}"]
+             f"- Machine: {machine}",
+             "- Evaluation noise: " + ("each test image its own seeded draw" if record.get("evaluation_noise")
+                                       == "per_image" else "one noise image shared by every test image (before "
+                                       "issue 15; section 7 measures how far per-image noise moves such figures)")]
     if training:
         lines.append(f"- Budget: {settings.get('minutes')} min per training run, batch {settings.get('batch_size')}, "
                      f"lr {settings.get('lr')}, warm-up {settings.get('warmup')} steps, {settings.get('schedule')} "
@@ -310,6 +314,25 @@ def scaling(record: dict, image: str | None, reason: str = PLACEHOLDER) -> str:
 # --------------------------------------------------------------------------- document
 
 
+def eval_noise(record: dict) -> str:
+    """The test bits/dim of each model under both evaluation noises, over several seeds."""
+    rows = [[r["dataset"], f"`{r['model']}`", f"{r['test_examples']:,}", f"{r['shared']['means'][0]:.4f}",
+             f"{r['shared']['mean']:.4f} ({r['shared']['seed_sd']:.4f})",
+             f"{r['per_image']['mean']:.4f} ({r['per_image']['seed_sd']:.5f})", f"{r['per_image']['sem']:.4f}",
+             f"{r['moved_by']:+.4f}"] for r in record["runs"]]
+    header = ("| dataset | model | test images | shared noise, seed 0 (the old default) | shared: mean (sd over "
+              f"{record['seeds']} seeds) | per-image: mean (sd over seeds) | SEM over images | moved by |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|"] + ["| " + " | ".join(r) + " |" for r in rows]
+    worst = max(record["runs"], key=lambda r: r["shared"]["seed_sd"] / max(r["per_image"]["sem"], 1e-12))
+    lines += ["", f"With one shared noise image the test-set mean moved with the seed by up to "
+                  f"{max(r['shared']['seed_sd'] for r in record['runs']):.4f} bits/dim (sd over seeds; "
+                  f"{worst['shared']['seed_sd'] / worst['per_image']['sem']:.1f}x the SEM for `{worst['model']}`); "
+                  f"with per-image noise by at most {max(r['per_image']['seed_sd'] for r in record['runs']):.5f}. "
+                  f"'Moved by' is the per-image mean minus the old default figure (shared noise, seed 0): the "
+                  "amount by which figures measured before issue 15 move."]
+    return "\n".join(lines)
+
+
 def load_notes(path: Path = NOTES) -> dict[str, str]:
     """The hand-written discussion of each section: ``## <section>`` blocks of ``bench/notes.md``."""
     if not path.exists():
@@ -373,6 +396,8 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                 parts.append(ood(record, reason))
             elif name == "scaling":
                 parts.append(scaling(record, image(record), reason))
+            elif name == "eval_noise":
+                parts.append(eval_noise(record))
         except (KeyError, TypeError, ValueError) as error:
             parts.append(f"_The JSON could not be rendered ({type(error).__name__}: {error}); rerun `{command}`._")
         if discussion:

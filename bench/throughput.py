@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _comparators  # noqa: E402
-from hybridflow.train import make_adam  # noqa: E402
+from hybridflow.training import make_adam  # noqa: E402
 
 REFERENCE = "normflows_glow"
 DEFAULT_MODELS = ["mixerflow_tiny", "mixerflow_wide", "glow_tiny", REFERENCE]
@@ -98,7 +98,7 @@ def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, it
 
     def score():
         with torch.no_grad():
-            _loss(model, pixels)
+            _loss(scored, pixels)
         _sync(device)
 
     flops = _forward_flops_per_image(model, pixels[:4])
@@ -108,6 +108,9 @@ def measure(name: str, shape: tuple[int, int, int], batch: int, repeats: int, it
         train_step()
     train_s, train_cpu = _timed(train_step, repeats, iters)
     model.eval()
+    # Our backbones score through their explicit inference copy (hybridflow.freeze): the fused
+    # evaluation path; normflows' Glow has none and scores as it is.
+    scored = model.inference_copy() if hasattr(model, "inference_copy") else model
     score_s, score_cpu = _timed(score, repeats, iters)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb())
     return dict(model=name, shape="x".join(map(str, shape)), params=sum(p.numel() for p in model.parameters()),

@@ -24,7 +24,8 @@ import torch  # noqa: E402
 
 from hybridflow.data import load_dataset  # noqa: E402
 from hybridflow.hybrid import HybridModel  # noqa: E402
-from hybridflow.train import TrainConfig, evaluate, train  # noqa: E402
+from hybridflow.training import TrainConfig, train  # noqa: E402
+from hybridflow.training import evaluate_model as evaluate  # noqa: E402
 
 
 def main() -> None:

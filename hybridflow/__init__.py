@@ -8,11 +8,12 @@ Example:
 """
 
 from .backbones import FlowBackbone, Glow, MixerFlow, create_backbone, list_backbones, register_backbone
+from .flows import freeze
 from .hybrid import HybridModel
-from .train import TrainConfig, train
+from .training import TrainConfig, train
 from .estimators import HybridFlowClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["FlowBackbone", "Glow", "MixerFlow", "create_backbone", "list_backbones", "register_backbone",
+__all__ = ["FlowBackbone", "Glow", "MixerFlow", "create_backbone", "freeze", "list_backbones", "register_backbone",
            "HybridModel", "TrainConfig", "train", "HybridFlowClassifier"]

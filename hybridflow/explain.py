@@ -45,9 +45,9 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .backbones import FlowBackbone
-from .backbones.base import standard_normal_log_prob
+from .backbones import FlowBackbone, bits_per_dim, log_prob_from_latent
 from .data import as_images
+from .flows import NUM_BINS, dequantize
 
 __all__ = [
     "METHODS", "Attribution", "attribute", "explain", "pixels_to_input", "NegativeLogLikelihood", "ClassLogits",
@@ -57,13 +57,12 @@ __all__ = [
 METHODS = {"ig": "Integrated Gradients", "saliency": "Saliency", "gradshap": "GradientSHAP",
            "inputxgrad": "Input x Gradient"}
 
-_LN2 = math.log(2.0)
 Target = Union[int, str]
 
 
 def pixels_to_input(images: Any, image_shape: Sequence[int] | None = None) -> Tensor:
     """Integer pixels ``(B, C, H, W)`` -> the flow's continuous input ``(x + 0.5) / 256`` (float32)."""
-    return (as_images(images, image_shape).float() + 0.5) / 256.0
+    return dequantize(as_images(images, image_shape), noise="midpoint")
 
 
 def _split(model: Any) -> tuple[FlowBackbone, Any]:
@@ -85,8 +84,8 @@ class NegativeLogLikelihood(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         z, logdet = self.backbone(u)
-        log_prob = standard_normal_log_prob(z) + logdet - self.backbone.num_dims * math.log(256)
-        return -log_prob / _LN2
+        num_dims = self.backbone.num_dims
+        return bits_per_dim(log_prob_from_latent(z, logdet, num_dims), num_dims) * num_dims
 
 
 class ClassLogits(nn.Module):
@@ -129,7 +128,7 @@ def _baseline(kind: Any, u: Tensor, references: Tensor | None) -> Tensor:
         base = pixels_to_input(kind.reshape(-1, *u.shape[1:])) if kind.dtype == torch.uint8 else kind.float()
         return base.to(u.device).expand_as(u) if len(base) == 1 else base.to(u.device)
     if kind == "black":
-        return torch.full_like(u, 0.5 / 256.0)
+        return torch.full_like(u, 0.5 / NUM_BINS)
     if kind == "mean":
         if references is None:
             raise ValueError("baseline='mean' needs references= (in-distribution images)")
@@ -213,7 +212,7 @@ def attribute(model: Any, images: Any, target: Target = "predicted", method: str
             else:
                 generator = torch.Generator().manual_seed(seed)
                 noise = torch.rand((7, *u.shape[1:]), generator=generator).to(u.device)
-                pool = torch.cat([torch.full_like(u[:1], 0.5 / 256.0), noise])
+                pool = torch.cat([torch.full_like(u[:1], 0.5 / NUM_BINS), noise])
             with torch.random.fork_rng(devices=[u.device] if u.device.type == "cuda" else []):
                 torch.manual_seed(seed)
                 attributions = GradientShap(function).attribute(u, baselines=pool, target=captum_target,

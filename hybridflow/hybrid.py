@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import FlowBackbone, create_backbone
+from .backbones import FlowBackbone, bits_per_dim, create_backbone
+from .flows import freeze
 
 __all__ = ["HybridModel", "HybridLoss", "nalisnick_weight"]
 
@@ -214,15 +215,17 @@ class HybridModel(nn.Module):
                              f"got range [{int(y.min())}, {int(y.max())}]")
         return y
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> HybridLoss:
+    def forward(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None) -> HybridLoss:
         """The loss parts of integer images ``x`` (B, C, H, W) with labels ``y`` (B,), ``-1`` or
-        ``None`` for unlabelled; one pass of the flow gives both terms (see the module docstring)."""
+        ``None`` for unlabelled; one pass of the flow gives both terms (see the module docstring).
+        ``generator`` draws the training-mode dequantisation noise (evaluation mode: each image's
+        own seeded noise)."""
         if self._frozen:
             with torch.no_grad():  # the backbone is a fixed feature map: keep no graph through it
-                z, log_prob = self.backbone.encode(x)
+                z, log_prob = self.backbone.encode(x, generator=generator)
         else:
-            z, log_prob = self.backbone.encode(x)
-        bpd = -log_prob / (self.num_dims * _LN2)
+            z, log_prob = self.backbone.encode(x, generator=generator)
+        bpd = bits_per_dim(log_prob, self.num_dims)
         logits = self.head(self._features(z))
         if y is None:
             y = torch.full((len(x),), -1, dtype=torch.int64)
@@ -235,9 +238,9 @@ class HybridModel(nn.Module):
         total = (bpd + (self.lam / _LN2) * ce).mean()
         return HybridLoss(total, bpd, ce, logits, y)
 
-    def loss(self, x: Tensor, y: Tensor | None = None) -> HybridLoss:
+    def loss(self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None) -> HybridLoss:
         """Same as calling the model: the :class:`HybridLoss` of a batch."""
-        return self(x, y)
+        return self(x, y, generator)
 
     # -- evaluation-time queries ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -273,7 +276,12 @@ class HybridModel(nn.Module):
 
     def bits_per_dim(self, x: Tensor) -> Tensor:
         """Bits per dimension ``(B,)`` of integer images (8-bit offset included)."""
-        return -self.log_prob(x) / (self.num_dims * _LN2)
+        return bits_per_dim(self.log_prob(x), self.num_dims)
+
+    def inference_copy(self) -> HybridModel:
+        """A weight-owning copy that runs the fused evaluation path (see
+        :func:`~hybridflow.flows.inference.freeze`): make a new one after changing the weights."""
+        return freeze(self)
 
     # -- rebuilding ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 and attribution heat-maps.
 
 Every function draws on a fresh Agg figure (no pyplot: no GUI, no global backend switch), saves a
-PNG to ``path`` and returns the path. ROC curves and histograms reuse :mod:`hybridflow.ood`'s
-single-scorer plots, one curve or panel per scorer.
+PNG to ``path`` and returns the path. The exceptions are the single-scorer OOD pictures,
+:func:`plot_roc` and :func:`plot_score_histogram`: they draw on a caller's Axes (or a new figure,
+saved when ``path`` is given) and return the Axes; the several-scorer figures compose them.
 
 Example:
     >>> import numpy as np, tempfile, os
@@ -24,14 +25,14 @@ import numpy as np
 import torch
 
 __all__ = [
-    "read_metrics", "plot_training_curves", "save_image_grid", "plot_roc_curves", "plot_score_histograms",
-    "plot_attributions",
+    "read_metrics", "plot_training_curves", "save_image_grid", "plot_roc", "plot_roc_curves",
+    "plot_score_histogram", "plot_score_histograms", "plot_attributions",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -40,7 +41,7 @@ def _figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path: PathLike) -> Path:
+def _save(figure: Any, path: PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(os.fspath(path), dpi=120, bbox_inches="tight")
@@ -147,38 +148,94 @@ def save_image_grid(images: Any, path: PathLike, nrow: int | None = None, min_si
 # --------------------------------------------------------------------------- OOD pictures
 
 
+def _axes(ax: Any, width: float, height: float) -> Any:
+    """The caller's Axes, or one on a fresh figure."""
+    return ax if ax is not None else _figure(width, height).add_subplot()
+
+
+def plot_roc(scores_in: Any, scores_out: Any, higher_is_inlier: bool = True, ax: Any = None,
+             path: PathLike | None = None, label: str | None = None) -> Any:
+    """Draw the ROC curve (inliers positive) on ``ax`` or a new figure, saved to ``path`` when
+    given; returns the Axes. Every ROC figure of the library is drawn here.
+
+    Example:
+        >>> plot_roc([2.0, 3.0], [1.0, 2.5], path="roc.png")  # doctest: +SKIP
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from .ood.metrics import labelled_scores
+
+    labels, scores = labelled_scores(scores_in, scores_out, higher_is_inlier)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    auroc = roc_auc_score(labels, scores)
+    axes = _axes(ax, 4.5, 4)
+    axes.plot(fpr, tpr, label=f"{label + ' ' if label else ''}AUROC {auroc:.3f}")
+    axes.plot([0, 1], [0, 1], "k:", linewidth=0.8)
+    axes.axhline(0.95, color="grey", linewidth=0.6, linestyle="--")
+    axes.set(xlabel="false-positive rate (outliers accepted)",
+             ylabel="true-positive rate (inliers accepted)", xlim=(0, 1), ylim=(0, 1.01))
+    axes.legend(loc="lower right")
+    if path is not None:
+        _save(axes.figure, path)
+    return axes
+
+
 def plot_roc_curves(scores: Mapping[str, tuple[Any, Any]], path: PathLike, title: str | None = None) -> Path:
-    """ROC curves of several scorers on one plot; ``scores[name] = (scores_in, scores_out)``, both
-    "higher = more in-distribution".
+    """ROC curves of several scorers on one plot (:func:`plot_roc` each);
+    ``scores[name] = (scores_in, scores_out)``, both "higher = more in-distribution".
 
     Example:
         >>> plot_roc_curves({"loglik": ([3, 2], [1, 0])}, "roc.png")  # doctest: +SKIP
     """
-    from .ood import plot_roc
-
-    figure = _figure(5.0, 4.6)
-    axes = figure.add_subplot()
+    axes = _axes(None, 5.0, 4.6)
     for name, (s_in, s_out) in scores.items():
         plot_roc(s_in, s_out, ax=axes, label=name)
     if title:
         axes.set_title(title)
-    return _save(figure, path)
+    return _save(axes.figure, path)
 
 
-def plot_score_histograms(scores: Mapping[str, tuple[Any, Any]], path: PathLike,
-                          labels: Sequence[str] = ("in-distribution", "out-of-distribution"),
-                          title: str | None = None, clip: tuple[float, float] | None = (2.0, 99.8)) -> Path:
-    """One panel per scorer: the in- and out-of-distribution score histograms overlaid.
+def plot_score_histogram(scores_in: Any, scores_out: Any, ax: Any = None, path: PathLike | None = None,
+                         bins: int = 50, labels: Sequence[str] = ("in-distribution", "out-of-distribution"),
+                         xlabel: str = "score", clip: tuple[float, float] | None = None) -> Any:
+    """Overlaid density histograms of in- and out-of-distribution scores on ``ax`` or a new figure,
+    saved to ``path`` when given; returns the Axes.
 
     Flow scores have long tails (a few images millions of times less likely than the rest) that
     would squeeze the bulk into one bar: ``clip`` percentiles of the pooled scores bound the axis,
     and the scores beyond are counted in the edge bins (``None`` shows the full range).
 
     Example:
+        >>> plot_score_histogram(np.random.randn(100), np.random.randn(100) + 1, path="h.png")  # doctest: +SKIP
+    """
+    from .ood.metrics import check_scores
+
+    s_in, s_out = check_scores(scores_in, "scores_in"), check_scores(scores_out, "scores_out")
+    if clip is not None:
+        lo, hi = np.percentile(np.r_[s_in, s_out], clip)
+        if hi > lo and (s_in.min() < lo or s_out.min() < lo or s_in.max() > hi or s_out.max() > hi):
+            s_in, s_out = np.clip(s_in, lo, hi), np.clip(s_out, lo, hi)
+            xlabel += f"\nclipped to percentiles {clip[0]:g}-{clip[1]:g}"
+    edges = np.histogram_bin_edges(np.r_[s_in, s_out], bins=bins)  # shared bins: comparable bars
+    axes = _axes(ax, 4.5, 4)
+    axes.hist(s_in, bins=edges, density=True, alpha=0.55, label=labels[0])
+    axes.hist(s_out, bins=edges, density=True, alpha=0.55, label=labels[1])
+    axes.set(xlabel=xlabel, ylabel="density")
+    axes.legend()
+    if path is not None:
+        _save(axes.figure, path)
+    return axes
+
+
+def plot_score_histograms(scores: Mapping[str, tuple[Any, Any]], path: PathLike,
+                          labels: Sequence[str] = ("in-distribution", "out-of-distribution"),
+                          title: str | None = None, clip: tuple[float, float] | None = (2.0, 99.8)) -> Path:
+    """One panel per scorer (:func:`plot_score_histogram` each): the in- and out-of-distribution
+    score histograms overlaid, the axis bounded by ``clip`` percentiles.
+
+    Example:
         >>> plot_score_histograms({"loglik": (np.random.randn(50), np.random.randn(50))}, "h.png")  # doctest: +SKIP
     """
-    from .ood import plot_score_histogram
-
     names = list(scores)
     if not names:
         raise ValueError("no scores to plot")
@@ -188,15 +245,10 @@ def plot_score_histograms(scores: Mapping[str, tuple[Any, Any]], path: PathLike,
     figure.set_layout_engine("constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, name in zip(axes, names):
-        s_in, s_out = (np.asarray(s, dtype=np.float64) for s in scores[name])
-        xlabel = f"{name} (higher = more typical)"
-        if clip is not None:
-            lo, hi = np.percentile(np.r_[s_in, s_out], clip)
-            if hi > lo and (s_in.min() < lo or s_out.min() < lo or s_in.max() > hi or s_out.max() > hi):
-                s_in, s_out = np.clip(s_in, lo, hi), np.clip(s_out, lo, hi)
-                xlabel += f"\nclipped to percentiles {clip[0]:g}-{clip[1]:g}"
-        plot_score_histogram(s_in, s_out, ax=ax, labels=labels, xlabel=xlabel,
-                             bins=min(50, max(10, int(math.sqrt(len(s_in) + len(s_out))))))
+        s_in, s_out = scores[name]
+        count = len(s_in) + len(s_out)
+        plot_score_histogram(s_in, s_out, ax=ax, labels=labels, xlabel=f"{name} (higher = more typical)",
+                             clip=clip, bins=min(50, max(10, int(math.sqrt(count)))))
     for ax in axes[len(names):]:
         ax.set_visible(False)
     if title:

@@ -31,7 +31,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
+from .backbones.density import parameter_dtype_device
 from .data import as_images
+from .flows import inference_model
 
 __all__ = [
     "ProbeResult", "linear_probe", "compare_probes", "format_table",
@@ -216,7 +218,8 @@ def raw_pixel_features(images: Any) -> np.ndarray:
 
 def embed_images(model: Any, images: Any, batch_size: int = 256, pooled: bool = False) -> np.ndarray:
     """A backbone's embeddings ``embed(x, pooled)`` (a hybrid model's: its ``.backbone``'s) as
-    float32 ``(N, dim)``, in evaluation mode without gradients; the caller's mode is restored.
+    float32 ``(N, dim)``, from an inference copy (evaluation mode, no gradients; the model itself
+    is left as it is).
 
     Example:
         >>> from hybridflow import create_backbone
@@ -229,17 +232,11 @@ def embed_images(model: Any, images: Any, batch_size: int = 256, pooled: bool = 
     if not hasattr(backbone, "embed"):
         raise TypeError(f"{type(model).__name__} has no embed method (nor a .backbone with one)")
     images = as_images(images, getattr(backbone, "input_shape", None))
-    device = next((p.device for p in model.parameters()), torch.device("cpu")) \
-        if isinstance(model, nn.Module) else torch.device("cpu")
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        with torch.no_grad():
-            out = [backbone.embed(b.to(device), pooled=pooled).float().cpu() for b in images.split(int(batch_size))]
-    finally:
-        if was_training:
-            model.train()
+    if isinstance(backbone, nn.Module):  # the fused inference path, on weights it owns
+        backbone = inference_model(backbone)
+    device = parameter_dtype_device(backbone)[1] if isinstance(backbone, nn.Module) else torch.device("cpu")
+    with torch.no_grad():
+        out = [backbone.embed(b.to(device), pooled=pooled).float().cpu() for b in images.split(int(batch_size))]
     return torch.cat(out).numpy()
 
 

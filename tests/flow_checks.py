@@ -7,20 +7,43 @@ import io
 import torch
 from torch import Tensor, nn
 
+__all__ = [
+    "jacobian_logdet", "max_inverse_error", "params_without_grad", "perturb", "randomize", "state_roundtrip", "trained_on",
+]
+
 
 def randomize(module: nn.Module, scale: float = 0.05, seed: int = 0) -> nn.Module:
     """Move every parameter away from its (often identity) initialisation, give BatchNorm
     non-trivial running statistics, mark ActNorms initialised, and switch to eval mode."""
     generator = torch.Generator().manual_seed(seed)
+    perturb(module, scale, generator)
     with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
         for m in module.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
                 m.running_var.copy_(1 + torch.rand(m.running_var.shape, generator=generator))
             if hasattr(m, "initialized") and isinstance(m.initialized, Tensor):
                 m.initialized.fill_(True)
+    return module.eval()
+
+
+def perturb(module: nn.Module, scale: float = 0.05, generator: torch.Generator | int = 0) -> nn.Module:
+    """Add ``scale * N(0, 1)`` noise to every parameter (zero-initialised heads then stop being the
+    identity); ``generator`` is a generator or a seed."""
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
+    return module
+
+
+def trained_on(module: nn.Module, x: Tensor, scale: float = 0.05, seed: int = 0) -> nn.Module:
+    """Perturb every parameter, run one training-mode call on ``x`` (ActNorms initialise from the
+    data, BatchNorms get running statistics), and switch to eval mode: a layer as training leaves it."""
+    perturb(module, scale, seed).train()
+    with torch.no_grad():
+        module(x)
     return module.eval()
 
 
@@ -48,6 +71,7 @@ def state_roundtrip(make, flow: nn.Module) -> nn.Module:
 
 
 def params_without_grad(flow: nn.Module, loss: Tensor) -> list[str]:
+    """Names of the parameters that ``loss.backward()`` leaves without a finite, non-zero gradient."""
     if not any(True for _ in flow.parameters()):
         return []
     flow.zero_grad()

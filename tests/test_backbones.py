@@ -9,6 +9,7 @@ import torch
 
 import hybridflow
 from tests.flow_checks import jacobian_logdet, params_without_grad, randomize, state_roundtrip
+from hybridflow.flows import evaluation_noise
 from hybridflow import create_backbone, list_backbones
 
 # (config, overrides): small enough for a full Jacobian; 1 and 3 channels, square or not.
@@ -57,7 +58,7 @@ def test_logdet_matches_autograd_jacobian(case):
 def test_identity_initialised_flow_gives_the_gaussian_bits_per_dim(case):
     flow = _make(case).eval()  # ActNorm not yet initialised: every layer is the identity
     x = _pixels(flow.input_shape)
-    noise = torch.rand((1, *x.shape[1:]), generator=torch.Generator().manual_seed(flow.eval_seed))
+    noise = evaluation_noise(x, flow.eval_seed)  # each image its own, seeded noise
     z = (x.double() + noise.double()) / 256 - 0.5
     d = z[0].numel()
     by_hand = (0.5 * z.pow(2) + 0.5 * math.log(2 * math.pi)).flatten(1).sum(1) / (d * math.log(2)) + 8.0
@@ -187,7 +188,7 @@ def test_bfloat16_conditioner_keeps_a_coupling_exact():
 @pytest.mark.parametrize("name", ["mixerflow_tiny", "glow_tiny"])
 def test_bfloat16_conditioners_on_a_backbone(name, tmp_path):
     from hybridflow import HybridModel
-    from hybridflow.checkpoint import load_checkpoint, save_checkpoint
+    from hybridflow.training import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     shape = (1, 16, 16)
@@ -229,7 +230,7 @@ def test_logit_preprocessing_gives_the_hand_computed_bits_per_dim(case):
     flow = create_backbone(name, preprocess="logit", **overrides).eval()  # identity body
     assert flow.config["preprocess"] == "logit"
     x = _pixels(flow.input_shape)
-    noise = torch.rand((1, *x.shape[1:]), generator=torch.Generator().manual_seed(flow.eval_seed))
+    noise = evaluation_noise(x, flow.eval_seed)  # each image its own, seeded noise
     s = 0.05 + 0.9 * (x.double() + noise.double()) / 256
     z = torch.log(s / (1 - s))
     logdet = (math.log(0.9) - torch.log(s) - torch.log(1 - s)).flatten(1).sum(1)

@@ -16,7 +16,7 @@ from hybridflow.hybrid import HybridModel
 from hybridflow.plots import (
     plot_attributions, plot_roc_curves, plot_score_histograms, plot_training_curves, read_metrics, save_image_grid,
 )
-from hybridflow.train import TrainConfig, train
+from hybridflow.training import TrainConfig, train
 
 TINY = dict(input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=16, steps=1)
 

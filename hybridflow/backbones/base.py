@@ -17,23 +17,14 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-from ..flows import (
-    CONDITIONER_DTYPES, NUM_BINS, AffineCoupling, Centre, Conditioner, Flow, check_pixels, dequantize, quantize,
-)
+from ..flows import CONDITIONER_DTYPES, AffineCoupling, Centre, Conditioner, Flow, check_pixels, dequantize, freeze, quantize
+from ..flows.preprocess import NoiseKind
+from .density import bits_per_dim, integer_log_prob, parameter_dtype_device
 
-__all__ = ["FlowBackbone", "standard_normal_log_prob"]
-
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """``log N(z; 0, I)`` summed over all but the batch dimension."""
-    return -0.5 * (z.pow(2) + _LOG_2PI).flatten(1).sum(1)
+__all__ = ["FlowBackbone"]
 
 
 class FlowBackbone(Flow):
@@ -41,11 +32,14 @@ class FlowBackbone(Flow):
 
     Subclasses set ``self.body`` (a :class:`Flow` on centred images) or override
     ``_body_forward`` / ``_body_inverse``, and may override ``_pool`` for ``embed(pooled=True)``.
-    In evaluation mode the dequantisation noise is drawn from a generator seeded with
-    ``eval_seed``, so ``log_prob`` is deterministic for a given batch.
+    In evaluation mode each image's dequantisation noise is its own, seeded from its pixels and
+    ``eval_seed`` (see :func:`~hybridflow.flows.evaluation_noise`), so ``log_prob`` is
+    deterministic and independent of the batch. Set ``flow.eval_seed = k`` to draw another
+    evaluation noise (the spread of a test-set figure over a few seeds is its noise error).
     """
 
     eval_seed: int = 0
+    """Seed of the evaluation dequantisation noise (an attribute: set it on the model)."""
 
     def __init__(self, input_shape: tuple[int, int, int], preprocess: Flow | None = None) -> None:
         super().__init__()
@@ -150,31 +144,24 @@ class FlowBackbone(Flow):
         if compile_couplings:
             self.set_compiled_couplings(True)
 
-    def dequantize(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> Tensor:
+    def dequantize(self, x: Tensor, noise: NoiseKind = "uniform", generator: torch.Generator | None = None) -> Tensor:
         """Validate integer pixels and dequantise them, in the model's dtype and device.
 
-        Training mode draws fresh noise. Evaluation mode uses one noise image drawn from a
-        generator seeded with ``eval_seed`` and shared by every example, so an image's
-        ``log_prob`` depends neither on the call nor on the rest of its batch.
+        ``noise="uniform"`` draws fresh noise from ``generator`` in training mode and uses each
+        image's own evaluation noise (seeded with ``eval_seed``) in evaluation mode, so an
+        image's ``log_prob`` depends neither on the call nor on the rest of its batch.
         """
-        pixels = check_pixels(x, self.input_shape)
+        kind: NoiseKind = "evaluation" if noise == "uniform" and not self.training else noise
+        u = dequantize(check_pixels(x, self.input_shape), noise=kind, generator=generator, seed=self.eval_seed)
         dtype, device = self._dtype_device()
-        if noise == "uniform" and not self.training:
-            shared = torch.rand((1, *self.input_shape), generator=torch.Generator().manual_seed(self.eval_seed))
-            u = (pixels + shared) / NUM_BINS
-        else:
-            u = dequantize(pixels, noise=noise)
         return u.to(device=device, dtype=dtype)
 
-    def encode(self, x: Tensor, noise: Literal["uniform", "midpoint"] = "uniform") -> tuple[Tensor, Tensor]:
-        """One pass over integer pixels: the latent ``z`` and ``log p(x)`` in nats.
-
-        ``log p(x) = log N(z) + log|det| - D log 256`` is the log-probability of the integer
-        image (the dequantisation lower bound), so ``bits/dim = -log p(x) / (D ln 2)``.
-        """
-        z, logdet = self(self.dequantize(x, noise))
-        log_prob = standard_normal_log_prob(z) + logdet - self.num_dims * math.log(NUM_BINS)
-        return z, log_prob
+    def encode(self, x: Tensor, noise: NoiseKind = "uniform",
+               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """One pass over integer pixels: the latent ``z`` and ``log p(x)`` in nats (see
+        :mod:`~hybridflow.backbones.density`; ``noise`` as in :meth:`dequantize`)."""
+        kind: NoiseKind = "evaluation" if noise == "uniform" and not self.training else noise
+        return integer_log_prob(self, x, self.input_shape, kind, self.eval_seed, generator)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Per-image log-likelihood in nats of integer pixels ``x`` (B, C, H, W)."""
@@ -182,7 +169,12 @@ class FlowBackbone(Flow):
 
     def bits_per_dim(self, x: Tensor) -> Tensor:
         """Per-image bits per dimension of integer pixels ``x`` (the 8-bit offset included)."""
-        return -self.log_prob(x) / (self.num_dims * math.log(2))
+        return bits_per_dim(self.log_prob(x), self.num_dims)
+
+    def inference_copy(self) -> FlowBackbone:
+        """A weight-owning copy that runs the fused evaluation path: see
+        :func:`~hybridflow.flows.inference.freeze`."""
+        return freeze(self)
 
     # -- generation and embeddings --------------------------------------------------------
     @torch.no_grad()
@@ -212,9 +204,7 @@ class FlowBackbone(Flow):
         return z.mean(dim=(2, 3))
 
     def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
-        for p in self.parameters():
-            return p.dtype, p.device
-        return torch.get_default_dtype(), torch.device("cpu")
+        return parameter_dtype_device(self)
 
     def _device(self) -> torch.device:
         return self._dtype_device()[1]

@@ -28,6 +28,7 @@ from ..flows import (
     make_preprocess, soft_clamp,
 )
 from .base import FlowBackbone
+from .registry import register_backbone
 
 __all__ = ["Glow", "GlowLevel", "glow_step"]
 
@@ -133,3 +134,52 @@ class Glow(FlowBackbone):
         if coupling != "affine":  # keep the affine config exactly as before
             self.config.update(coupling=coupling, **coupling_options)
         self._record_options(preprocess, conditioner_dtype, compile_couplings)
+
+
+# -- registered configurations -------------------------------------------------------------------
+# Every factory takes ``input_shape`` and any constructor argument as an override.
+
+# Neural Spline Flows' image spline settings (Durkan et al. 2019, 8-bit configs): 8 bins on
+# [-3, 3], minimum bin width, height and derivative 1e-3.
+_NSF_SPLINE = dict(coupling="spline", num_bins=8, tail_bound=3.0)
+
+
+def _config(defaults: dict, overrides: dict) -> Glow:
+    return Glow(**{**defaults, **overrides})
+
+
+@register_backbone
+def glow_cifar10(**overrides) -> Glow:
+    """Glow at the size the paper compares with on CIFAR-10 (about 11M parameters)."""
+    return _config(dict(input_shape=(3, 32, 32), num_levels=3, num_steps=16, hidden=320), overrides)
+
+
+@register_backbone
+def glow_mnist(**overrides) -> Glow:
+    """Glow for 28x28 grey images: 2 levels of 16 steps, hidden 256."""
+    return _config(dict(input_shape=(1, 28, 28), num_levels=2, num_steps=16, hidden=256), overrides)
+
+
+@register_backbone
+def glow_tiny(**overrides) -> Glow:
+    """A CPU-sized Glow, the baseline beside ``mixerflow_tiny``."""
+    return _config(dict(input_shape=(1, 28, 28), num_levels=2, num_steps=8, hidden=128), overrides)
+
+
+@register_backbone
+def nsf_glow_cifar10(**overrides) -> Glow:
+    """Neural Spline Flows' Glow-like CIFAR-10 model (3 levels of 7 steps, 8-bin splines); our
+    conditioner is Glow's conv stack of width 96, not NSF's ResNet, so parameter counts differ."""
+    return _config(dict(input_shape=(3, 32, 32), num_levels=3, num_steps=7, hidden=96, **_NSF_SPLINE), overrides)
+
+
+@register_backbone
+def nsf_glow_mnist(**overrides) -> Glow:
+    """Spline-coupling Glow for 28x28 grey images, shaped like ``glow_mnist`` (2 levels of 16 steps)."""
+    return _config(dict(input_shape=(1, 28, 28), num_levels=2, num_steps=16, hidden=256, **_NSF_SPLINE), overrides)
+
+
+@register_backbone
+def nsf_glow_tiny(**overrides) -> Glow:
+    """A CPU-sized spline-coupling Glow, shaped like ``glow_tiny``."""
+    return _config(dict(input_shape=(1, 28, 28), num_levels=2, num_steps=8, hidden=64, **_NSF_SPLINE), overrides)

@@ -16,7 +16,8 @@ from typing import Callable
 
 from .base import FlowBackbone
 
-__all__ = ["register_backbone", "create_backbone", "list_backbones", "backbone_family", "FAMILY_DEFAULTS"]
+__all__ = ["FAMILY_DEFAULTS", "backbone_description", "backbone_family", "create_backbone", "list_backbones",
+           "register_backbone"]
 
 _REGISTRY: dict[str, Callable[..., FlowBackbone]] = {}
 
@@ -51,6 +52,19 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     """Registered configuration names, sorted, optionally filtered by a shell-style ``pattern``."""
     names = sorted(_REGISTRY)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def backbone_description(name: str) -> str:
+    """The first paragraph of the registered factory's docstring, on one line.
+
+    Example:
+        >>> backbone_description("glow_tiny")
+        'A CPU-sized Glow, the baseline beside ``mixerflow_tiny``.'
+    """
+    key = FAMILY_DEFAULTS.get(name, name)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+    return " ".join((_REGISTRY[key].__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def backbone_family(name: str) -> str:

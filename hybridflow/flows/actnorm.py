@@ -22,12 +22,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .base import Flow
-from .fused import CachesParameters, ParameterCache
 
 __all__ = ["ActNorm"]
 
 
-class ActNorm(CachesParameters, Flow):
+class ActNorm(Flow):
     """``y = (x + bias) * exp(log_scale)``, initialised so the first batch has zero mean, unit variance.
 
     The ``initialized`` flag is a registered buffer, so a loaded checkpoint never re-initialises.
@@ -49,7 +48,6 @@ class ActNorm(CachesParameters, Flow):
         self.bias = nn.Parameter(torch.zeros(self.param_shape))
         self.log_scale = nn.Parameter(torch.zeros(self.param_shape))
         self.register_buffer("initialized", torch.tensor(False))
-        self._frozen: ParameterCache[tuple[Tensor, Tensor, float, bool]] = ParameterCache()
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != len(self.param_shape) + 1 or any(
@@ -78,30 +76,18 @@ class ActNorm(CachesParameters, Flow):
         self.log_scale.copy_(-torch.log(var.sqrt() + self.eps))
         self.initialized.fill_(True)
 
-    def _positions_per_param(self, x: Tensor) -> int:
+    def positions_per_param(self, x: Tensor) -> int:
+        """How many activations of one example share each parameter (its log-det counts that often)."""
         return math.prod(x.shape[1:]) // self.log_scale.numel()  # shape arithmetic: no tensor op
 
-    def _frozen_affine(self) -> tuple[Tensor, Tensor, float, bool]:
-        """``(scale, bias * scale, sum(log_scale), initialized)``: what evaluation without
-        autograd needs, cached until a parameter changes (five small ops fewer per call)."""
-        scale = torch.exp(self.log_scale)
-        return scale, self.bias * scale, float(self.log_scale.sum()), bool(self.initialized)
-
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if not (self.training or torch.is_grad_enabled()):
-            scale, shift, log_scale_sum, initialized = self._frozen.get(self, self._frozen_affine)
-            if initialized:
-                y = torch.addcmul(shift, x, scale)
-                return y, x.new_full((x.shape[0],), log_scale_sum * self._positions_per_param(x))
-        else:
-            self._frozen.invalidate()  # a fused optimiser may step after this pass without a version bump
         if not self.initialized:
             self._check(x)
             if self.training and x.shape[0] > 0:
                 self.initialize(x)
         scale = torch.exp(self.log_scale)
         y = torch.addcmul(self.bias * scale, x, scale)  # one pass over x instead of two
-        logdet = self.log_scale.sum() * self._positions_per_param(x)
+        logdet = self.log_scale.sum() * self.positions_per_param(x)
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:

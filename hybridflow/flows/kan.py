@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Flow
-from .coupling import INPUT_BOUND, AffineCoupling, register_coupling, soft_clamp
+from .conditioners import INPUT_BOUND, register_conditioner, soft_clamp
+from .coupling import AffineCoupling, register_coupling
 
 __all__ = ["KANConditioner", "KANLayer", "b_spline_basis"]
 
@@ -144,7 +145,7 @@ class KANConditioner(nn.Module):
     flattened into the batch, so all rows of a mixer-matrix share the statistics and weights.
 
     The input is first soft-clamped to ``±input_bound``, as in ``ResidualMLP`` (see
-    :data:`~hybridflow.flows.coupling.INPUT_BOUND`): BatchNorm alone rescales but would still pass
+    :data:`~hybridflow.flows.conditioners.INPUT_BOUND`): BatchNorm alone rescales but would still pass
     a single far outlier through.
 
     Args:
@@ -180,11 +181,13 @@ class KANConditioner(nn.Module):
         return h.reshape(*x.shape[:-1], -1)
 
 
+register_conditioner("kan")(KANConditioner)
+
+
 # ``kan_layers``, not ``num_layers``: MixerFlow keeps ``num_layers`` for its own depth.
 @register_coupling("kan")
 def _kan_coupling(features: int, hidden: int, kan_layers: int = 2, grid_size: int = 5, spline_order: int = 3,
                   grid_range: tuple[float, float] = (-1.0, 1.0), kan_norm: bool = True,
                   scale_bound: float = 3.0) -> Flow:
-    conditioner = KANConditioner(features // 2, 2 * (features - features // 2), hidden, kan_layers, kan_norm,
-                                 grid_size=grid_size, spline_order=spline_order, grid_range=grid_range)
-    return AffineCoupling(features, conditioner, scale_bound=scale_bound)
+    return AffineCoupling(features, "kan", scale_bound=scale_bound, hidden=hidden, num_layers=kan_layers,
+                          norm=kan_norm, grid_size=grid_size, spline_order=spline_order, grid_range=grid_range)

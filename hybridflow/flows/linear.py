@@ -23,13 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Flow
-from .fused import CachesParameters, ParameterCache
-from .fused import linear as fused_linear
 
-__all__ = ["LULinear", "InvConv1x1"]
+__all__ = ["InvConv1x1", "LULinear", "mix_channels", "per_example"]
 
 
-class LULinear(CachesParameters, Flow):
+class LULinear(Flow):
     """Invertible linear map with bias on the last dimension, ``y = x W^T + b``.
 
     Args:
@@ -71,7 +69,6 @@ class LULinear(CachesParameters, Flow):
         self.upper = nn.Parameter(upper[cols, rows].clone())
         self.log_diag = nn.Parameter(torch.log(diag.abs()))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-        self._frozen: ParameterCache[tuple[Tensor, float]] = ParameterCache()
 
     def _factors(self) -> tuple[Tensor, Tensor]:
         rows, cols = self.tril_index
@@ -93,21 +90,13 @@ class LULinear(CachesParameters, Flow):
         upper_inv = torch.linalg.solve_triangular(upper, eye, upper=True)
         return upper_inv @ lower_inv @ self.permutation.T
 
-    def _positions(self, x: Tensor) -> int:
+    def positions(self, x: Tensor) -> int:
+        """How many times ``W`` acts on one example of ``x`` (its log-det counts that often)."""
         return math.prod(x.shape[1:]) // self.dim  # shape arithmetic: no tensor op
 
-    def _weight_and_logdet(self) -> tuple[Tensor, Tensor | float]:
-        """``W`` and ``sum(log_diag)``; without autograd, taken from a cache that is rebuilt when a
-        parameter changes (rebuilding ``W`` from its factors is a dozen small ops per call)."""
-        if torch.is_grad_enabled():
-            self._frozen.invalidate()  # a fused optimiser may step after this pass without a version bump
-            return self.weight(), self.log_diag.sum()
-        return self._frozen.get(self, lambda: (self.weight(), float(self.log_diag.sum())))
-
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        weight, log_det = self._weight_and_logdet()
-        y = fused_linear(x, weight, self.bias)
-        return y, _per_example(log_det * self._positions(x), x)
+        y = F.linear(x, self.weight(), self.bias)
+        return y, per_example(self.log_diag.sum() * self.positions(x), x)
 
     def inverse(self, y: Tensor) -> Tensor:
         if self.bias is not None:
@@ -128,24 +117,23 @@ class InvConv1x1(LULinear):
     def __init__(self, channels: int, init: Literal["identity", "random"] = "random") -> None:
         super().__init__(channels, init=init, bias=False)
 
-    def _positions(self, x: Tensor) -> int:
+    def positions(self, x: Tensor) -> int:
         return x.shape[2] * x.shape[3]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        weight, log_det = self._weight_and_logdet()
-        return _mix_channels(weight, x), _per_example(log_det * self._positions(x), x)
+        return mix_channels(self.weight(), x), per_example(self.log_diag.sum() * self.positions(x), x)
 
     def inverse(self, y: Tensor) -> Tensor:
-        return _mix_channels(self.inverse_weight(), y)
+        return mix_channels(self.inverse_weight(), y)
 
 
-def _per_example(logdet: Tensor | float, x: Tensor) -> Tensor:
+def per_example(logdet: Tensor | float, x: Tensor) -> Tensor:
     """A log-det shared by every example, as the ``(batch,)`` tensor of the protocol."""
     if isinstance(logdet, Tensor):
         return logdet.expand(x.shape[0])
     return x.new_full((x.shape[0],), logdet)
 
 
-def _mix_channels(weight: Tensor, x: Tensor) -> Tensor:
+def mix_channels(weight: Tensor, x: Tensor) -> Tensor:
     """A 1x1 convolution as one batched matmul over the channels (cheaper than conv2d here)."""
     return torch.matmul(weight, x.flatten(2)).view_as(x)

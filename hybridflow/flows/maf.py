@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Flow
-from .coupling import INPUT_BOUND, register_coupling, soft_clamp
+from .conditioners import INPUT_BOUND, soft_clamp
+from .coupling import register_coupling
 
 __all__ = ["MADE", "MAFLayer", "MaskedLinear"]
 
@@ -49,7 +50,7 @@ class MADE(nn.Module):
         num_hidden_layers: masked hidden layers (GELU after each).
         outputs_per_feature: e.g. 2 for a shift and a log-scale.
         input_bound: inputs pass through ``soft_clamp(x, input_bound)`` first (element-wise, so
-            the masks still hold; why: see :data:`~hybridflow.flows.coupling.INPUT_BOUND`).
+            the masks still hold; why: see :data:`~hybridflow.flows.conditioners.INPUT_BOUND`).
 
     Hidden units get degrees ``1 .. D-1`` cyclically (deterministic, so a checkpoint rebuilds the
     same masks); the output layer is zero-initialised. Output ``i`` with degree ``i + 1`` sees

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .base import Flow, zero_logdet
 
-__all__ = ["patchify", "unpatchify", "Patchify", "Squeeze", "ShiftedFlow"]
+__all__ = ["Patchify", "ShiftedFlow", "Squeeze", "as_pair", "patchify", "unpatchify"]
 
 
 def patchify(x: Tensor, patch_size: tuple[int, int]) -> Tensor:
@@ -41,7 +41,7 @@ class Patchify(Flow):
     def __init__(self, image_shape: tuple[int, int, int], patch_size: int | tuple[int, int]) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
-        self.patch_size = _pair(patch_size)
+        self.patch_size = as_pair(patch_size)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return patchify(x, self.patch_size), zero_logdet(x)
@@ -78,8 +78,8 @@ class ShiftedFlow(Flow):
         super().__init__()
         self.inner = inner
         self.image_shape = tuple(image_shape)
-        self.patch_size = _pair(patch_size)
-        self.shift = _pair(shift)
+        self.patch_size = as_pair(patch_size)
+        self.shift = as_pair(shift)
         c, h, w = self.image_shape
         (ph, pw), (sh, sw) = self.patch_size, self.shift
         if not (0 < sh < ph and 0 < sw < pw):
@@ -104,5 +104,6 @@ class ShiftedFlow(Flow):
         return self._through_window(y, lambda m: (self.inner.inverse(m), None))[0]
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    """``k -> (k, k)``; a pair stays a pair of ints (patch sizes and shifts may be either)."""
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Flow
-from .coupling import ConvConditioner, ResidualMLP, register_coupling
+from .coupling import Coupling, register_coupling
 
 __all__ = ["SplineCoupling", "conv_spline_coupling", "rational_quadratic_spline", "spline_params_per_feature"]
 
@@ -171,12 +171,14 @@ def rational_quadratic_spline(
     return outputs, logabsdet
 
 
-class SplineCoupling(Flow):
+class SplineCoupling(Coupling):
     """``y_b = spline(x_b; params(x_a))``, ``y_a = x_a``: an RQ-spline coupling split along ``dim``.
 
     Args:
         num_features: size of ``dim``; the first ``num_features // 2`` entries condition the rest.
-        conditioner: maps ``x_a`` to ``n_b * (3 * num_bins - 1)`` features along ``dim``, where
+        conditioner: a conditioner name (built with ``hidden`` and ``conditioner_options``, see
+            :class:`~hybridflow.flows.coupling.Coupling`) or a module mapping
+            ``x_a`` to ``n_b * (3 * num_bins - 1)`` features along ``dim``, where
             ``n_b = num_features - num_features // 2``; they are read as ``(n_b, 3K - 1)`` (each
             transformed feature's widths, heights, derivatives). Zero output gives the identity.
         dim: ``-1`` for the rows of a mixer-matrix, ``1`` for image channels (Glow).
@@ -184,18 +186,14 @@ class SplineCoupling(Flow):
             :func:`rational_quadratic_spline`.
     """
 
-    def __init__(self, num_features: int, conditioner: nn.Module, dim: int = -1, num_bins: int = 8,
+    def __init__(self, num_features: int, conditioner: nn.Module | str = "mlp", dim: int = -1, num_bins: int = 8,
                  tail_bound: float = 3.0, min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
                  min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
-                 min_derivative: float = DEFAULT_MIN_DERIVATIVE) -> None:
-        super().__init__()
-        if num_features < 2:
-            raise ValueError(f"a coupling layer needs at least 2 features to split, got {num_features}")
+                 min_derivative: float = DEFAULT_MIN_DERIVATIVE, hidden: int = 128, **conditioner_options) -> None:
         if num_bins < 1:
             raise ValueError(f"num_bins must be positive, got {num_bins}")
-        self.split = (num_features // 2, num_features - num_features // 2)
-        self.conditioner = conditioner
-        self.dim = dim
+        self.params_per_feature = spline_params_per_feature(num_bins)
+        super().__init__(num_features, conditioner, dim, hidden, **conditioner_options)
         self.num_bins = num_bins
         self.spline_options = dict(tail_bound=tail_bound, min_bin_width=min_bin_width,
                                    min_bin_height=min_bin_height, min_derivative=min_derivative)
@@ -204,14 +202,14 @@ class SplineCoupling(Flow):
                                   torch.zeros(1, num_bins - 1), **self.spline_options)
 
     def _transform(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        x_a, x_b = x.split(self.split, dim=self.dim)
+        x_a, x_b = self.split_input(x)
         params = self.conditioner(x_a).movedim(self.dim, -1)
-        params = params.reshape(*params.shape[:-1], self.split[1], spline_params_per_feature(self.num_bins))
+        params = params.reshape(*params.shape[:-1], self.split[1], self.params_per_feature)
         k = self.num_bins
         out, logabsdet = rational_quadratic_spline(
             x_b.movedim(self.dim, -1), params[..., :k], params[..., k:2 * k], params[..., 2 * k:],
             inverse=inverse, **self.spline_options)
-        return torch.cat([x_a, out.movedim(-1, self.dim)], dim=self.dim), logabsdet.flatten(1).sum(1)
+        return self.join(x_a, out.movedim(-1, self.dim)), logabsdet.flatten(1).sum(1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._transform(x, inverse=False)
@@ -225,14 +223,10 @@ class SplineCoupling(Flow):
 
 def conv_spline_coupling(channels: int, hidden: int, num_bins: int = 8, **spline_options) -> SplineCoupling:
     """Channel-dim spline coupling on ``(B, C, H, W)`` with Glow's convolutional conditioner."""
-    half = channels // 2
-    conditioner = ConvConditioner(half, (channels - half) * spline_params_per_feature(num_bins), hidden)
-    return SplineCoupling(channels, conditioner, dim=1, num_bins=num_bins, **spline_options)
+    return SplineCoupling(channels, "conv", dim=1, num_bins=num_bins, hidden=hidden, **spline_options)
 
 
 @register_coupling("spline")
 def _spline_mlp_coupling(features: int, hidden: int, num_blocks: int = 1, num_bins: int = 8,
                          **spline_options) -> Flow:
-    out = (features - features // 2) * spline_params_per_feature(num_bins)
-    return SplineCoupling(features, ResidualMLP(features // 2, out, hidden, num_blocks), num_bins=num_bins,
-                          **spline_options)
+    return SplineCoupling(features, "mlp", num_bins=num_bins, hidden=hidden, num_blocks=num_blocks, **spline_options)

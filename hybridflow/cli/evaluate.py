@@ -1,0 +1,50 @@
+"""``hybridflow eval``: bits/dim and accuracy of a trained model on a dataset."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ..runs import check_data_shape, data_spec_from_run, load_model
+from ..training import evaluate_model
+from .group import cli
+from .options import boundary, data_root_option, device_options, download_option, emit, json_option, set_threads
+
+__all__ = ["evaluate_command"]
+
+
+@cli.command("eval")
+@click.option("--checkpoint", "-c", required=True, type=click.Path(), help="A run folder or checkpoint.")
+@click.option("--dataset", "-d", default=None, help="[default: the dataset the checkpoint was trained on]")
+@data_root_option
+@download_option
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on N random images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--ema", is_flag=True, help="Use the EMA weights of the checkpoint.")
+@device_options
+@json_option
+@boundary
+def evaluate_command(checkpoint, dataset, data_root, download, split, limit, batch_size, ema, device, threads,
+                     as_json) -> None:
+    """Bits/dim (seeded dequantisation) and accuracy of a trained model on a dataset.
+
+    \b
+    Examples:
+        hybridflow eval --checkpoint runs/digits
+        hybridflow eval -c runs/mnist_density --dataset fashionmnist --data-root ../shared/data --json
+    """
+    set_threads(threads)
+    model, directory, run = load_model(checkpoint, device, ema)
+    spec = data_spec_from_run(run, dataset, data_root, download, limit)
+    data = spec.load(train=split == "train")
+    check_data_shape(model, data, spec.name)
+    t0 = time.perf_counter()
+    figures = evaluate_model(model, data, batch_size)
+    figures.update(dataset=spec.name, split=split, checkpoint=str(directory),
+                   seconds=round(time.perf_counter() - t0, 2))
+    text = f"{spec.name} {split} ({figures['num_examples']:,} images): {figures['bits_per_dim']:.4f} bits/dim"
+    if figures["accuracy"] is not None:
+        text += f", accuracy {100 * figures['accuracy']:.2f}%, cross-entropy {figures['cross_entropy']:.4f} nats"
+    emit(as_json, figures, text)

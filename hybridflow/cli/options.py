@@ -1,0 +1,136 @@
+"""What every command shares: the error boundary (one line on stderr, a meaningful exit code),
+the common options (--json, --device, --threads, --data-root, --download) and output helpers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from ..data import UnknownDatasetError
+from ..factory import UnknownBackboneError
+from ..recipes import RecipeError
+from ..runs import CheckpointNotFoundError, DataShapeError, RunFolderError, json_default
+from ..training import CheckpointError, NonFiniteLossError
+
+__all__ = ["CLIError", "USAGE_ERRORS", "usage", "boundary", "json_option", "device_options", "data_root_option",
+           "download_option", "set_threads", "emit", "info", "parse_options"]
+
+#: Library errors that mean the command line is wrong (exit code 2), not that the work failed.
+USAGE_ERRORS = (UnknownDatasetError, UnknownBackboneError, RecipeError, CheckpointNotFoundError, RunFolderError,
+                DataShapeError)
+
+
+class CLIError(click.ClickException):
+    """One line on stderr and a meaningful exit code (1 failure, 2 bad command line)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(" ".join(str(message).split()))
+        self.exit_code = exit_code
+
+
+def usage(message: str) -> CLIError:
+    """A bad-command-line error (exit code 2)."""
+    return CLIError(message, exit_code=2)
+
+
+def _failure(error: Exception) -> CLIError | None:
+    """The one-line report of a library failure (exit code 1); None for an unexpected kind."""
+    if isinstance(error, CheckpointError):
+        return CLIError(f"checkpoint: {error}")
+    if isinstance(error, NonFiniteLossError):
+        return CLIError(f"training diverged: {error}")
+    if isinstance(error, (FileNotFoundError, ImportError)):
+        return CLIError(str(error))
+    if isinstance(error, (ValueError, TypeError, RuntimeError, FloatingPointError, OSError)):
+        return CLIError(f"{type(error).__name__}: {error}")
+    return None
+
+
+def boundary(fn: Callable) -> Callable:
+    """Turn the library's errors into one-line messages (no traceback) with an exit code;
+    ``HYBRIDFLOW_DEBUG=1`` lets failures (not command-line mistakes) through with their traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except USAGE_ERRORS as error:
+            raise usage(str(error)) from None
+        except KeyboardInterrupt:
+            if os.environ.get("HYBRIDFLOW_DEBUG"):
+                raise
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as error:
+            failure = None if os.environ.get("HYBRIDFLOW_DEBUG") else _failure(error)
+            if failure is None:
+                raise
+            raise failure from None
+
+    return wrapper
+
+
+def json_option(fn: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of text.")(fn)
+
+
+def device_options(fn: Callable) -> Callable:
+    fn = click.option("--threads", type=click.IntRange(min=1), envvar="HYBRIDFLOW_THREADS", default=None,
+                      help="torch.set_num_threads (env HYBRIDFLOW_THREADS). Tiny models on a busy machine run "
+                           "faster with 1.")(fn)
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto (cuda if available), cpu, cuda, cuda:1, ...")(fn)
+
+
+def data_root_option(fn: Callable) -> Callable:
+    return click.option("--data-root", type=click.Path(file_okay=False), envvar="HYBRIDFLOW_DATA", default=None,
+                        help="Folder holding the datasets (env HYBRIDFLOW_DATA; default ~/.cache/hybridflow/data).")(fn)
+
+
+def download_option(fn: Callable) -> Callable:
+    return click.option("--download", is_flag=True, help="Let torchvision download a missing dataset.")(fn)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def emit(as_json: bool, payload: dict[str, Any], text: str | None = None) -> None:
+    """The command's result on stdout: ``payload`` as JSON, or ``text``."""
+    if as_json:
+        click.echo(json.dumps(payload, indent=1, default=json_default))
+    elif text is not None:
+        click.echo(text)
+
+
+def info(message: str) -> None:
+    """Progress notes go to stderr, so stdout stays clean (and JSON when asked)."""
+    click.echo(message, err=True)
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise usage(f"--option takes KEY=VALUE (for example patch_size=2), got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    if isinstance(parsed, list):
+        parsed = tuple(parsed)
+    return key.strip(), parsed
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``-o KEY=VALUE`` pairs as a dict; values are read as JSON when they parse (``2``, ``[1, 2]``)."""
+    return dict(_parse_option(p) for p in pairs)

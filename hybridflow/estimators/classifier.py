@@ -1,0 +1,375 @@
+r"""The scikit-learn classifier over the hybrid model: :class:`HybridFlowClassifier`.
+
+It glues scikit-learn's conventions (validation, fitted attributes, ``partial_fit``, pickling) to
+the pieces beside it: :mod:`~hybridflow.estimators.scaling` turns ``X`` into pixels,
+:mod:`~hybridflow.estimators.labels` encodes ``y``, :mod:`~hybridflow.estimators.fitting` builds
+and trains the model and :mod:`~hybridflow.estimators.inference` evaluates it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.metrics import accuracy_score
+from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
+
+from ..backbones.density import parameter_dtype_device
+from ..data import check_image_shape
+from ..training import TrainConfig, resolve_device
+from .fitting import build_model, train_model
+from .inference import INFERENCE_DTYPES, build_inference_model, model_outputs
+from .labels import check_same_classes, encode_labels, labelled_part, learn_classes, unlabelled_mask
+from .scaling import SCALINGS, PixelScaling, image_values, infer_image_shape
+
+__all__ = ["HybridFlowClassifier", "DEFAULT_STEPS"]
+
+#: Training steps of ``fit`` when neither ``steps`` nor ``epochs`` is given.
+DEFAULT_STEPS = 200
+# TrainConfig fields the estimator sets itself from its own parameters.
+_OWN_TRAIN_FIELDS = ("steps", "epochs", "batch_size", "lr", "seed", "device", "progress")
+
+
+class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
+    """A hybrid generative classifier on a normalising flow, as a scikit-learn classifier.
+
+    Args:
+        backbone: a registered backbone name (see :func:`hybridflow.list_backbones`).
+        backbone_kwargs: overrides for :func:`~hybridflow.create_backbone` (``input_shape``
+            comes from ``X``). A MixerFlow without an explicit ``patch_size`` whose default patch
+            does not divide the images falls back to the largest side <= 4 that does (1 for
+            tabular rows).
+        lam: weight of the cross-entropy in the objective (0 = a pure flow, the head untrained).
+        steps: optimisation steps per ``fit``; overrides ``epochs``. Default: ``DEFAULT_STEPS``
+            (200) when ``epochs`` is also ``None``.
+        epochs: passes over the data per ``fit`` when ``steps`` is ``None``.
+        batch_size: examples per step (at least 2: the conditioners use BatchNorm).
+        lr: Adam's learning rate (cosine-decayed to 0 over each ``fit`` call).
+        warm_start: ``fit`` continues training the fitted ``model_`` (same image shape, labels
+            among ``classes_``) instead of starting afresh.
+        image_shape: ``(C, H, W)`` of flattened 2-D input (see the module docstring).
+        scaling: ``"auto"``, ``"pixels"`` (input must be pixels, as for ``as_images``),
+            ``"feature"`` (per-feature min-max to 0..255) or ``"global"`` (one min-max).
+        pooled: put the head on the latent averaged over positions instead of all of it.
+        unlabelled: the label that marks unlabelled examples (-1 by scikit-learn's convention;
+            a string such as ``"?"`` for string labels); ``None``: every label is a class.
+        inference_dtype: ``"float64"`` (default) evaluates a float64 copy of the model, so a
+            prediction does not depend on the rest of the batch even in the last bits (what
+            scikit-learn's checks demand); ``"float32"`` is faster on GPUs.
+        train_kwargs: further :class:`~hybridflow.training.TrainConfig` fields (``warmup_steps``,
+            ``grad_clip``, ``ema_decay``, ``out_dir`` for checkpoints and a metrics log, ...).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        random_state: seeds the initial weights, the data order and the dequantisation noise
+            (``None``: seeds drawn from NumPy's global RNG, scikit-learn's convention). Training
+            leaves the caller's global RNG states as they were.
+        verbose: show a progress bar while training.
+
+    Each ``fit``/``partial_fit`` call is one :func:`~hybridflow.training.train` run: a fresh Adam
+    and learning-rate schedule on the current weights (``partial_fit`` = one pass over its
+    data, as scikit-learn's incremental estimators do). Meta-estimators that validate ``X`` as
+    2-D themselves (``SelfTrainingClassifier``) need flattened ``(N, C*H*W)`` images.
+
+    Attributes:
+        classes_: the class labels, sorted (any hashable labels, strings too).
+        n_features_in_: ``C * H * W``.
+        image_shape_: ``(C, H, W)`` the flow models.
+        scaling_: ``"pixels"``, ``"feature"`` or ``"global"``: how values become pixels.
+        offset_, scale_: the min-max map ``pixel = (x - offset_) * scale_`` (``None`` for pixels).
+        model_: the trained :class:`~hybridflow.hybrid.HybridModel` (float32; on ``device``, or
+            the CPU after unpickling).
+        inference_model_: the weight-owning inference copy of ``model_`` (:func:`hybridflow.freeze`,
+            in ``inference_dtype``) that every prediction and score comes from; rebuilt after
+            each ``fit`` and ``partial_fit``.
+        n_iter_: optimisation steps the model has had, over all ``fit``/``partial_fit`` calls.
+        history_: the training log entries (``total_step`` counts across calls).
+
+    Example:
+        >>> from hybridflow.data import load_digits_data
+        >>> data = load_digits_data()
+        >>> X, y = data.images[:300].numpy(), np.array(data.classes)[data.labels[:300]]
+        >>> clf = HybridFlowClassifier(backbone_kwargs=dict(patch_size=2, num_layers=1, hidden=8, steps=1),
+        ...                            steps=10, device="cpu", random_state=0).fit(X, y)
+        >>> clf.classes_[:3].tolist(), clf.transform(X[:2]).shape
+        (['0', '1', '2'], (2, 64))
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mixerflow_tiny",
+        backbone_kwargs: dict[str, Any] | None = None,
+        lam: float = 1.0,
+        steps: int | None = None,
+        epochs: int | None = None,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        warm_start: bool = False,
+        image_shape: tuple[int, int, int] | None = None,
+        scaling: str = "auto",
+        pooled: bool = False,
+        unlabelled: Any = -1,
+        inference_dtype: str = "float64",
+        train_kwargs: dict[str, Any] | None = None,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.backbone = backbone
+        self.backbone_kwargs = backbone_kwargs
+        self.lam = lam
+        self.steps = steps
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.warm_start = warm_start
+        self.image_shape = image_shape
+        self.scaling = scaling
+        self.pooled = pooled
+        self.unlabelled = unlabelled
+        self.inference_dtype = inference_dtype
+        self.train_kwargs = train_kwargs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ scikit-learn metadata
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True  # (N, H, W) and (N, C, H, W) images
+        return tags
+
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any) -> HybridFlowClassifier:
+        """Train on images ``X`` and labels ``y`` (``unlabelled`` entries train the density only).
+
+        Runs ``steps`` (or ``epochs``) of the hybrid objective; with ``warm_start=True`` and a
+        fitted model, continues training it.
+        """
+        self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None "
+                             f"(mark unlabelled examples with {self.unlabelled!r})")
+        warm = bool(self.warm_start) and hasattr(self, "model_")
+        if not warm:
+            self._forget()
+        images = self._images(X, reset=not warm)
+        labels = self._labels(y, len(images), classes=None, first=not warm)
+        if not warm:
+            self._new_model()
+        steps = self.steps if self.steps is not None else (None if self.epochs is not None else DEFAULT_STEPS)
+        self._train(images, labels, steps=steps, epochs=self.epochs if steps is None else None)
+        return self
+
+    def partial_fit(self, X: Any, y: Any, classes: Sequence[Any] | None = None) -> HybridFlowClassifier:
+        """One pass over ``(X, y)``, continuing the fitted model (or starting one).
+
+        ``classes``: every class label, needed on the first call when ``y`` does not hold them
+        all (as for scikit-learn's other incremental classifiers); later calls must agree.
+        """
+        self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        first = not hasattr(self, "model_")
+        images = self._images(X, reset=first)
+        labels = self._labels(y, len(images), classes=classes, first=first)
+        if first:
+            self._new_model()
+        self._train(images, labels, steps=None, epochs=1)
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
+
+    def _forget(self) -> None:
+        # A refit that fails half-way must not leave the old model beside new shapes or classes.
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, name)
+
+    def _check_params(self) -> None:
+        if not isinstance(self.backbone, str):
+            raise TypeError(f"backbone must be a registered backbone name, got {type(self.backbone).__name__}")
+        if self.backbone_kwargs is not None:
+            if not isinstance(self.backbone_kwargs, dict):
+                raise TypeError(f"backbone_kwargs must be a dict or None, got {type(self.backbone_kwargs).__name__}")
+            if "input_shape" in self.backbone_kwargs:
+                raise ValueError("backbone_kwargs must not set input_shape: it comes from X "
+                                 "(use image_shape for flattened input)")
+        for name in ("steps", "epochs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        batch = self.batch_size
+        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 2:
+            raise ValueError(f"batch_size must be an integer >= 2 (the flow's BatchNorm needs two examples), "
+                             f"got {self.batch_size!r}")
+        if not isinstance(self.lr, numbers.Real) or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.lam, numbers.Real) or not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
+        if self.inference_dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"inference_dtype must be one of {tuple(INFERENCE_DTYPES)}, "
+                             f"got {self.inference_dtype!r}")
+        if self.image_shape is not None:
+            check_image_shape(self.image_shape)
+        if self.train_kwargs is not None:
+            if not isinstance(self.train_kwargs, dict):
+                raise TypeError(f"train_kwargs must be a dict or None, got {type(self.train_kwargs).__name__}")
+            clash = sorted(set(self.train_kwargs) & set(_OWN_TRAIN_FIELDS))
+            if clash:
+                raise ValueError(f"train_kwargs must not set {clash}: use the estimator's own parameters")
+
+    # ------------------------------------------------------------------ input conversion
+    def _images(self, X: Any, reset: bool) -> Tensor:
+        """``X`` as uint8 ``(N, C, H, W)`` pixels; ``reset`` learns the shape and value map."""
+        if isinstance(X, Tensor):
+            X = X.detach().cpu().numpy()
+        validate_data(self, X, reset=reset, skip_check_array=True, ensure_2d=False)  # feature names only
+        X = check_array(X, allow_nd=True, dtype="numeric", input_name="X", estimator=self)
+        if X.ndim > 4:
+            raise ValueError(f"X must be (n_samples, n_features) or a batch of images (N, H, W), (N, H, W, C), "
+                             f"(N, C, H, W); got a {X.ndim}-D array of shape {X.shape}")
+        name = type(self).__name__
+        if reset:
+            shape = infer_image_shape(X, self.image_shape)
+        else:
+            check_is_fitted(self)
+            shape = self.image_shape_
+            if X.ndim == 2 and X.shape[1] != self.n_features_in_:
+                # scikit-learn's wording, which its checks look for.
+                raise ValueError(f"X has {X.shape[1]} features, but {name} is expecting "
+                                 f"{self.n_features_in_} features as input.")
+        try:
+            values = image_values(X, shape)
+        except ValueError as error:
+            where = f"{name} was fitted on images of shape (C, H, W) = {shape}: " if not reset else ""
+            raise ValueError(f"{where}{error}") from None
+        if reset:
+            self.image_shape_ = tuple(int(s) for s in values.shape[1:])
+            self.n_features_in_ = math.prod(self.image_shape_)
+            scaling = PixelScaling.fit(values, self.scaling, tabular=X.ndim == 2)
+            self.scaling_, self.offset_, self.scale_ = scaling.mode, scaling.offset, scaling.scale
+        try:
+            return PixelScaling(self.scaling_, self.offset_, self.scale_).to_pixels(values, self.image_shape_)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+
+    def _labels(self, y: Any, n: int, classes: Sequence[Any] | None, first: bool) -> Tensor:
+        """``y`` as int64 indices into ``classes_`` (-1 = unlabelled); ``first`` sets ``classes_``."""
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(np.empty(n), y)
+        y = check_array(y, ensure_2d=False, dtype=None, input_name="y", estimator=self)
+        if first:
+            self.classes_ = learn_classes(y, self.unlabelled, classes)
+        else:
+            labelled_part(y, self.unlabelled)  # refuses continuous targets before any class check
+            if classes is not None:
+                check_same_classes(classes, self.classes_)
+        return torch.from_numpy(encode_labels(y, self.classes_, self.unlabelled))
+
+    # ------------------------------------------------------------------ training
+    def _base_seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(2**31 - 1))
+
+    def _new_model(self) -> None:
+        self.model_ = build_model(self.backbone, len(self.classes_), self.image_shape_, seed=self._base_seed(),
+                                  lam=self.lam, pooled=self.pooled, backbone_kwargs=self.backbone_kwargs)
+        self.n_iter_ = 0
+        self.history_ = []
+
+    def _train(self, images: Tensor, labels: Tensor, steps: int | None, epochs: int | None) -> None:
+        if len(images) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples to train (BatchNorm), "
+                             f"got n_samples={len(images)}")
+        # Seeds differ from call to call (through n_iter_), so continued training sees new noise.
+        seed = int(np.random.SeedSequence([self._base_seed(), self.n_iter_]).generate_state(1)[0] >> 1)
+        config = TrainConfig(steps=steps, epochs=epochs, batch_size=int(self.batch_size), lr=float(self.lr),
+                             seed=seed, device=str(self.device), progress=bool(self.verbose),
+                             **(self.train_kwargs or {}))
+        result = train_model(self.model_, images, labels, config)
+        # Predictions come from a weight-owning inference copy, made anew after every fit.
+        self.inference_model_ = build_inference_model(self.model_, resolve_device(str(self.device)),
+                                                      self.inference_dtype)
+        self.history_ = list(self.history_) + [dict(entry, total_step=self.n_iter_ + entry["step"])
+                                               for entry in result.history]
+        self.n_iter_ += int(result.steps)
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, X: Any, **outputs: bool) -> dict[str, np.ndarray]:
+        """``logits`` / ``features`` / ``log_prob`` of ``X`` (see :func:`.inference.model_outputs`)."""
+        check_is_fitted(self)
+        device, dtype = resolve_device(str(self.device)), INFERENCE_DTYPES.get(self.inference_dtype)
+        held = parameter_dtype_device(self.inference_model_)
+        if held[0] != dtype or held[1].type != device.type:  # set_params after fitting, or unpickled elsewhere
+            self.inference_model_ = build_inference_model(self.model_, device, self.inference_dtype)
+        return model_outputs(self.inference_model_, self._images(X, reset=False), batch_size=int(self.batch_size),
+                             **outputs)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log class probabilities ``(n_samples, n_classes)``, columns in ``classes_`` order."""
+        logits = torch.from_numpy(self._evaluate(X, logits=True)["logits"])
+        return logits.log_softmax(dim=1).numpy()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``(n_samples, n_classes)``, columns in ``classes_`` order."""
+        return np.exp(self.predict_log_proba(X))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The head's logits ``(n_samples, n_classes)``; for two classes ``logit_1 - logit_0``
+        ``(n_samples,)`` (positive means ``classes_[1]``), scikit-learn's binary convention."""
+        logits = self._evaluate(X, logits=True)["logits"]
+        if logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        if logits.shape[1] == 1:
+            return np.zeros(len(logits))
+        return logits
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class label of every example."""
+        logits = self._evaluate(X, logits=True)["logits"]
+        return self.classes_[logits.argmax(axis=1)]
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embeddings: the head's input, the latent ``z`` flattened ``(n_samples, C*H*W)`` or
+        pooled (``pooled=True``), with midpoint dequantisation (deterministic)."""
+        return self._evaluate(X, features=True)["features"]
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Per-example log-likelihood in nats of the 8-bit image the example becomes (higher =
+        more typical; ``-score / (n_features_in_ * ln 2)`` is bits/dim). One fixed draw of the
+        dequantisation noise, shared by all examples, keeps it deterministic. For min-max scaled
+        input it is the density of the quantised values: the constant log-Jacobian of the
+        scaling is not added, so compare scores of one fitted estimator only."""
+        return self._evaluate(X, log_prob=True)["log_prob"]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy on the labelled examples of ``(X, y)`` (entries equal to ``unlabelled`` are
+        skipped); a label not seen at fit raises ``ValueError``."""
+        check_is_fitted(self)
+        y = check_array(column_or_1d(y, warn=True), ensure_2d=False, dtype=None, input_name="y")
+        keep = ~unlabelled_mask(y, self.unlabelled)
+        if not keep.any():
+            raise ValueError("y holds no labelled examples to score")
+        encode_labels(y, self.classes_, self.unlabelled)  # refuses labels not seen at fit
+        predicted = self.predict(X)
+        check_consistent_length(predicted, y)
+        weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
+        return float(accuracy_score(y[keep], predicted[keep], sample_weight=weights))
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        model = state.get("model_")
+        if model is not None and any(p.device.type != "cpu" for p in model.parameters()):
+            # Pickles load on machines without the training GPU; prediction moves it back.
+            state = dict(state, model_=copy.deepcopy(model).cpu())
+        return state
+

@@ -1,0 +1,103 @@
+"""The explicit inference path: :func:`freeze` makes a weight-owning copy of a model whose layers
+are replaced by precomputed, fused forms.
+
+The live model always computes the ordinary path from its parameters: nothing is cached, so
+no optimiser, ``load_state_dict``, ``vector_to_parameters``, ``functional_call`` or ``.data``
+edit can leave a stale answer behind. The copy owns its weights (buffers, not parameters), so
+it cannot go stale either: it answers for the weights the model had when it was frozen, and
+whoever changes the weights makes a new copy (the estimators after ``fit`` and
+``partial_fit``, the OOD scorers when built, the training loop at each validation).
+
+The copy computes the same function as the model in evaluation mode (to float32 rounding;
+with bfloat16 conditioners, as close to the float32 function as the ordinary bfloat16 path),
+with autograd on or off, on any device, and under ``torch.compile`` (where the fused oneDNN
+kernels give way to ``F.linear``, which inductor fuses itself).
+
+Example:
+    >>> import torch
+    >>> from hybridflow import create_backbone
+    >>> flow = create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2).eval()
+    >>> fast = freeze(flow)
+    >>> x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    >>> with torch.no_grad():
+    ...     same = torch.allclose(fast.log_prob(x), flow.log_prob(x), atol=1e-3)
+    >>> same, fast.is_inference_copy
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+from ..actnorm import ActNorm
+from ..conditioners import ResidualMLP
+from ..linear import LULinear
+from .frozen import FoldedConditioner, FrozenActNorm, FrozenLinear
+
+__all__ = ["freeze", "inference_model", "is_inference_copy"]
+
+M = TypeVar("M", bound=nn.Module)
+
+#: The layers that have a frozen form, and how to build it (``None``: keep the layer as it is).
+FROZEN_FORMS: dict[type[nn.Module], Callable[[nn.Module], nn.Module | None]] = {
+    LULinear: FrozenLinear,
+    ActNorm: FrozenActNorm,
+    ResidualMLP: FoldedConditioner.fold,
+}
+
+
+def freeze(model: M) -> M:
+    """An evaluation-only copy of ``model`` (a backbone, a :class:`~hybridflow.HybridModel` or any
+    module holding flow layers) that owns its weights and runs the fused inference path.
+
+    The copy is of the same class, in evaluation mode, with no parameter requiring gradients
+    (inputs still can: attributions work). It computes the evaluation-mode function of the
+    model as it was when frozen; do not train it (training refuses it): freeze the model again
+    after changing its weights.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"freeze expects a torch.nn.Module, got {type(model).__name__}")
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    _replace_layers(frozen)
+    frozen.is_inference_copy = True
+    return frozen
+
+
+def is_inference_copy(model: nn.Module) -> bool:
+    """Whether ``model`` was made by :func:`freeze`."""
+    return bool(getattr(model, "is_inference_copy", False))
+
+
+def inference_model(model: Any) -> Any:
+    """What to evaluate with: an inference copy of a live ``nn.Module``; an inference copy, or a
+    model that is no module (anything with ``log_prob``), as it is.
+
+    Example:
+        >>> from hybridflow import create_backbone
+        >>> flow = create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2)
+        >>> fast = inference_model(flow)
+        >>> is_inference_copy(fast), inference_model(fast) is fast
+        (True, True)
+    """
+    if isinstance(model, nn.Module) and not is_inference_copy(model):
+        return freeze(model)
+    return model
+
+
+def _frozen_form(module: nn.Module) -> nn.Module | None:
+    for cls in type(module).__mro__:
+        if cls in FROZEN_FORMS:
+            return FROZEN_FORMS[cls](module)
+    return None
+
+
+def _replace_layers(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        replacement = _frozen_form(child)
+        if replacement is None:
+            _replace_layers(child)
+        else:
+            setattr(module, name, replacement)

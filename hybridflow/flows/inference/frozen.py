@@ -1,0 +1,117 @@
+"""Frozen forms of the layers whose evaluation can be precomputed: each owns a copy of what it
+needs, computed once from the live layer's parameters when the inference copy is made.
+
+- :class:`FrozenLinear`: an LU linear block (or Glow's 1x1 convolution) with ``W = P L U``,
+  ``W^{-1}`` and ``log|det W|`` precomputed (rebuilding ``W`` from its factors is a dozen small
+  ops per call on the live layer).
+- :class:`FrozenActNorm`: ``y = x * s + b s`` with ``s = exp(log_scale)`` precomputed.
+- :class:`FoldedConditioner`: a :class:`~hybridflow.flows.ResidualMLP` whose BatchNorms are folded
+  into its linear layers and whose GELUs are fused into the products (see
+  :mod:`~hybridflow.flows.inference.folding`).
+
+Example:
+    >>> import torch
+    >>> from hybridflow.flows import LULinear
+    >>> live = LULinear(4, init="random")
+    >>> frozen = FrozenLinear(live)
+    >>> x = torch.randn(3, 5, 4)
+    >>> bool(torch.allclose(frozen(x)[0], live(x)[0], atol=1e-6))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..actnorm import ActNorm
+from ..base import Flow
+from ..conditioners import ResidualMLP
+from ..linear import InvConv1x1, LULinear, mix_channels
+from .folding import fold_residual_mlp
+from .kernels import linear
+
+__all__ = ["FoldedConditioner", "FrozenActNorm", "FrozenLinear"]
+
+
+class FrozenLinear(Flow):
+    """The function of an :class:`~hybridflow.flows.LULinear` (or ``InvConv1x1``) with fixed weights."""
+
+    def __init__(self, layer: LULinear) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.register_buffer("weight", layer.weight().detach().clone())
+            self.register_buffer("inverse_weight", layer.inverse_weight().detach().clone())
+            self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+            self.log_det = float(layer.log_diag.sum())  # per position
+        self.dim = layer.dim
+        self.channel_mixing = isinstance(layer, InvConv1x1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.channel_mixing:
+            y, positions = mix_channels(self.weight, x), x.shape[2] * x.shape[3]
+        else:
+            y, positions = linear(x, self.weight, self.bias), math.prod(x.shape[1:]) // self.dim
+        return y, x.new_full((x.shape[0],), self.log_det * positions)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        if self.channel_mixing:
+            return mix_channels(self.inverse_weight, y)
+        if self.bias is not None:
+            y = y - self.bias
+        return F.linear(y, self.inverse_weight)
+
+
+class FrozenActNorm(Flow):
+    """The function of an :class:`~hybridflow.flows.ActNorm` with fixed parameters (no
+    initialisation: an uninitialised ActNorm is frozen as it is, the identity)."""
+
+    def __init__(self, layer: ActNorm) -> None:
+        super().__init__()
+        with torch.no_grad():
+            scale = torch.exp(layer.log_scale)
+            self.register_buffer("scale", scale.detach().clone())
+            self.register_buffer("shift", (layer.bias * scale).detach().clone())
+            self.register_buffer("inverse_scale", torch.exp(-layer.log_scale).detach().clone())
+            self.register_buffer("bias", layer.bias.detach().clone())
+            self.log_det = float(layer.log_scale.sum())  # per position
+        self.num_params = layer.log_scale.numel()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        positions = math.prod(x.shape[1:]) // self.num_params
+        return torch.addcmul(self.shift, x, self.scale), x.new_full((x.shape[0],), self.log_det * positions)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y * self.inverse_scale - self.bias
+
+
+class FoldedConditioner(nn.Module):
+    """A :class:`~hybridflow.flows.ResidualMLP` folded for evaluation, in its ``compute_dtype``.
+
+    Its input clamp ``soft_clamp(x, bound)`` becomes ``sigmoid(2 x / bound) - 1/2`` here, whose
+    factor ``2 bound`` is folded into the stem. The output is cast back to the input's dtype.
+    """
+
+    def __init__(self, mlp: ResidualMLP, folded: nn.Module) -> None:
+        super().__init__()
+        self.folded = folded
+        self.input_bound = mlp.input_bound
+        self.compute_dtype = mlp.compute_dtype
+
+    @classmethod
+    def fold(cls, mlp: ResidualMLP) -> FoldedConditioner | None:
+        """The folded form of ``mlp``, or ``None`` if a BatchNorm has no running statistics."""
+        dtype = mlp.compute_dtype or mlp.stem.weight.dtype
+        with torch.no_grad():
+            folded = fold_residual_mlp(mlp, dtype)
+        return None if folded is None else cls(mlp, folded)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = self.compute_dtype or x.dtype
+        if self.input_bound is not None:
+            x = torch.sigmoid(x * (2.0 / self.input_bound)) - 0.5
+        h = x.reshape(-1, x.shape[-1]).to(dtype)
+        return self.folded(h).reshape(*x.shape[:-1], -1).to(x.dtype)

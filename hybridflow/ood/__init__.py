@@ -1,0 +1,47 @@
+"""Out-of-distribution scoring with flows: scorers, a scikit-learn detector, metrics and a
+pytorch-ood adapter.
+
+Flows famously rate some OOD sets as *more* likely than their own data (a Fashion-MNIST flow
+prefers MNIST), so raw log-likelihood is one scorer among several (:mod:`.scorers` lists them).
+Every scorer returns "higher = more in-distribution" (scikit-learn's convention);
+:func:`to_pytorch_ood` negates for pytorch-ood, whose detectors score outliers higher.
+
+- :mod:`.likelihood`: the one place a model is evaluated over images (:func:`log_likelihood`),
+- :mod:`.scorers`: the scorers and :func:`create_scorer`,
+- :mod:`.metrics`: :func:`evaluate` (AUROC, AUPR-in, AUPR-out, FPR95 from scikit-learn),
+- :mod:`.detector`: :class:`FlowDensity`, the scikit-learn outlier detector,
+- :mod:`.pytorch_ood`: :func:`to_pytorch_ood`.
+
+The figures (:func:`plot_roc`, :func:`plot_score_histogram`) live in :mod:`hybridflow.plots`
+and are re-exported here.
+
+Example:
+    >>> import numpy as np
+    >>> from hybridflow.data import load_digits_data
+    >>> data = load_digits_data()
+    >>> detector = FlowDensity("mixerflow_tiny", {"patch_size": 2, "num_layers": 1, "hidden": 8},
+    ...                        steps=3, random_state=0).fit(data.images[:200])
+    >>> detector.predict(data.images[:5]).shape
+    (5,)
+    >>> metrics = evaluate(np.array([3.0, 2.0]), np.array([1.0, 0.0]))
+    >>> metrics["auroc"], metrics["fpr95"]
+    (1.0, 0.0)
+"""
+
+from ..plots import plot_roc, plot_score_histogram
+from .detector import FlowDensity
+from .likelihood import log_likelihood
+from .metrics import evaluate
+from .pytorch_ood import FlowOODDetector, to_pytorch_ood
+from .scorers import (
+    SCORERS, BitsPerDim, Complexity, LikelihoodRatio, LogLikelihood, MaxSoftmax, PredictiveEntropy, Scorer,
+    Typicality, compressed_bits_per_dim, create_scorer, perturb,
+)
+
+__all__ = [
+    "evaluate", "plot_roc", "plot_score_histogram",
+    "log_likelihood", "perturb", "compressed_bits_per_dim",
+    "Scorer", "LogLikelihood", "BitsPerDim", "Typicality", "LikelihoodRatio", "Complexity",
+    "MaxSoftmax", "PredictiveEntropy", "SCORERS", "create_scorer",
+    "FlowDensity", "FlowOODDetector", "to_pytorch_ood",
+]

@@ -1,0 +1,348 @@
+"""The training loop: one function, :func:`train`, shared by the CLI, the scikit-learn
+estimators and :func:`fit_backbone`. Single process or ``torchrun --nproc_per_node=N``.
+
+What it does, and why:
+
+* Adam (the paper's betas) with linear warm-up and cosine decay to zero (or a constant rate),
+  gradient clipping.
+* ActNorm data-dependent initialisation on the first batch, run before the first update
+  (under DDP after wrapping, which has already made every rank start from rank 0's weights;
+  ActNorm all-reduces its statistics, so every rank ends identical).
+* Randomness from explicit generators derived from ``(seed, epoch)`` and ``(seed, rank, step)``
+  (see :mod:`hybridflow.training.state`): the global RNGs are never read or reseeded, and
+  ``resume`` continues exactly.
+* Faults: a step whose loss (or gradient norm) is not finite is skipped -- no update, buffers
+  (BatchNorm statistics) put back -- counted and reported; ``max_nonfinite`` such steps in a row
+  raise :class:`NonFiniteLossError`. Ctrl-C finishes at the step boundary, writes a checkpoint and
+  re-raises ``KeyboardInterrupt``.
+* Distributed: ``batch_size`` is per process; only rank 0 writes checkpoints, the metrics log
+  and the progress bar. BatchNorm layers in the coupling conditioners are not converted to
+  SyncBatchNorm: each rank normalises with its own batch statistics and DDP broadcasts rank 0's
+  running statistics at every forward, which is enough for flows whose conditioners only see one
+  rank's batch anyway.
+
+Example:
+    >>> from hybridflow.data import load_digits_data
+    >>> from hybridflow.hybrid import HybridModel
+    >>> model = HybridModel("mixerflow_tiny", 10, input_shape=(1, 8, 8), patch_size=2,
+    ...                     num_layers=1, hidden=8, steps=1)
+    >>> result = train(model, load_digits_data(), TrainConfig(steps=3, batch_size=32, progress=False))
+    >>> result.steps, sorted(result.metrics)[:2]
+    (3, ['accuracy', 'bits_per_dim'])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..flows import is_inference_copy
+from ..data import ImageData
+from ..hybrid import HybridLoss, HybridModel
+from .checkpoint import (
+    CHECKPOINTS_DIR, find_checkpoint, load_model_parts, load_training_state, load_weights, prune_checkpoints,
+    step_directory, write_checkpoint,
+)
+from .config import NonFiniteLossError, TrainConfig, TrainResult
+from .distributed import DistributedContext, all_agree, all_reduce, average_buffers, resolve_device, start_distributed
+from .evaluate import evaluate_model
+from .interrupts import DeferredInterrupt
+from .optim import make_adam, make_ema, make_scheduler
+from .reporting import LogWindow, MetricsLog, final_metrics, progress_bar
+from .state import (
+    EpochBatches, RunProgress, capture_training_state, noise_generator, restore_ema, restore_training_state,
+)
+
+__all__ = ["train"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def train(
+    model: HybridModel,
+    train_data: ImageData,
+    config: TrainConfig | None = None,
+    val_data: ImageData | None = None,
+    resume: PathLike | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_data`` (labels ``-1`` = unlabelled) with the hybrid objective.
+
+    Args:
+        model: a :class:`HybridModel` (frozen or not); trained in place, moved to the device.
+        train_data: the training images and labels.
+        config: a :class:`TrainConfig` (defaults if ``None``).
+        val_data: validated every ``config.eval_every`` steps and at the end.
+        resume: a checkpoint (or an ``out_dir``) of an earlier run with the same model, data and
+            config, to continue from its step. ``model`` gets the checkpoint's weights.
+
+    Returns:
+        a :class:`TrainResult`. Raises :class:`NonFiniteLossError` after
+        ``config.max_nonfinite`` non-finite steps in a row, ``CheckpointError`` for a damaged
+        ``resume`` checkpoint, and re-raises ``KeyboardInterrupt`` after writing a checkpoint.
+    """
+    config = config if config is not None else TrainConfig()
+    if not isinstance(model, HybridModel):
+        raise TypeError(f"train needs a HybridModel, got {type(model).__name__}")
+    if is_inference_copy(model):
+        raise ValueError("train got an inference copy (hybridflow.freeze): it has no trainable weights; "
+                         "train the model it was made from, then freeze that again")
+    _check_data(model, train_data, "train_data")
+    if val_data is not None:
+        _check_data(model, val_data, "val_data")
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    ctx = start_distributed(config.device)
+    try:
+        return _Trainer(model, train_data, config, val_data, ctx).run(resume)
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+
+
+def _check_data(model: HybridModel, data: ImageData, what: str) -> None:
+    if not isinstance(data, ImageData):
+        raise TypeError(f"{what} must be an ImageData (see hybridflow.data), got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{what} is empty")
+    if data.image_shape != model.input_shape:
+        raise ValueError(f"{what} holds images of shape {data.image_shape}, the model expects {model.input_shape}")
+    top = int(data.labels.max())
+    if top >= model.num_classes:
+        raise ValueError(f"{what} has label {top} but the model has only {model.num_classes} classes")
+
+
+def _needs_init(model: nn.Module) -> bool:
+    return any(isinstance(b, Tensor) and b.dtype == torch.bool and not bool(b.all())
+               for name, b in model.named_buffers() if name.endswith("initialized"))
+
+
+class _Trainer:
+    """One call of :func:`train`: the model, optimiser, schedule and counters of a run."""
+
+    def __init__(self, model: HybridModel, data: ImageData, config: TrainConfig, val_data: ImageData | None,
+                 ctx: DistributedContext) -> None:
+        self.model, self.data, self.config, self.val_data, self.ctx = model, data, config, val_data, ctx
+        self.device = resolve_device(config.device, ctx.local_rank if ctx.active else None)
+        self.batches = EpochBatches(len(data), config.batch_size, config.seed, ctx.rank, ctx.world_size)
+        steps = config.steps if config.steps is not None else (config.epochs or 10) * self.batches.batches_per_epoch
+        self.total_steps = int(steps)
+        self.out_dir = Path(config.out_dir) if config.out_dir is not None and ctx.is_main else None
+        self.progress = RunProgress()
+        self.consecutive = 0
+        self.last_checkpoint: Path | None = None
+        self.ema: Any = None
+        self.out_of_time = False
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _build(self, resume: PathLike | None) -> None:
+        model, config = self.model, self.config
+        if self.out_dir is not None:
+            model.config()  # fail now, not at the first checkpoint, if the model cannot be stored
+        model.to(self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters")
+        self.optimizer = make_adam(self.params, lr=config.lr, betas=config.betas)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, config.warmup_steps, config.lr_schedule)
+        saved = self._load(resume) if resume is not None else None
+        model.train()
+        # DDP's constructor copies rank 0's parameters and buffers to every rank, so the ActNorm
+        # initialisation below starts from one set of weights and (all-reduced) ends in one.
+        self.net: nn.Module = model
+        if self.ctx.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if _needs_init(model):
+            with torch.no_grad():
+                self._forward(self.progress.step, model)
+        if config.ema_decay is not None:
+            self.ema = make_ema(model, config.ema_decay)
+            if saved is not None:
+                restore_ema(saved, self.ema.module, resume)
+        self.buffers = list(model.buffers())
+        self.log = MetricsLog(self.out_dir, self.progress.history)
+        self.log.start(resumed=resume is not None)
+
+    def _load(self, resume: PathLike):
+        directory = find_checkpoint(resume)
+        saved = load_training_state(directory)
+        _, model_config, weights = load_model_parts(directory)
+        try:
+            current = self.model.config()
+        except ValueError:
+            current = None
+        if current is not None and current != model_config:
+            warnings.warn(f"resuming from {directory}, whose model config {model_config} differs from this "
+                          f"model's {current}", stacklevel=3)
+        load_weights(self.model, weights, directory)
+        self.progress, changed = restore_training_state(saved, self.optimizer, self.scheduler, self.batches,
+                                                        self.ctx.world_size, directory)
+        if changed:
+            warnings.warn(f"resuming with different {changed} (checkpoint, now): the data order will not "
+                          "match the original run", stacklevel=3)
+        self.last_checkpoint = directory
+        return saved
+
+    # -- per step ---------------------------------------------------------------------------
+    def _forward(self, step: int, net: nn.Module) -> HybridLoss:
+        """The loss parts of ``step``'s batch, with ``step``'s dequantisation noise."""
+        idx = self.batches.indices(step)
+        x, y = self.data.images[idx].to(self.device, non_blocking=True), self.data.labels[idx].to(self.device)
+        return net(x, y, generator=noise_generator(self.config.seed, self.ctx.rank, step))
+
+    def run(self, resume: PathLike | None) -> TrainResult:
+        self._build(resume)
+        p = self.progress
+        bar = progress_bar(self.config.progress and self.ctx.is_main, self.total_steps, p.step)
+        window = self.window = LogWindow.from_state(p.log_window)
+        started_run = time.perf_counter()
+        updating = False
+        saved: list[Tensor] | None = None  # buffers before the step in progress
+        try:
+            with DeferredInterrupt() as interrupt, bar:
+                while p.step < self.total_steps and not self.out_of_time:
+                    step = p.step
+                    started = time.perf_counter()
+                    saved = [b.detach().clone() for b in self.buffers]
+                    parts = self._forward(step, self.net)
+                    # One tiny all-reduce makes every rank skip, or stop, at the same step.
+                    bad, stop = all_agree([not bool(torch.isfinite(parts.total)), interrupt.requested],
+                                          self.ctx, self.device)
+                    if stop:  # every rank got here: leave them all holding the same model
+                        self._restore(saved)
+                        average_buffers(self._models(), self.ctx)
+                        raise KeyboardInterrupt
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if not bad:
+                        parts.total.backward()
+                        norm = nn.utils.clip_grad_norm_(self.params, self.config.grad_clip or math.inf)
+                        bad = not bool(torch.isfinite(norm))  # DDP already averaged: ranks agree
+                    if bad:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self._restore(saved)
+                        self._skip(step, bar)
+                    updating = True
+                    if not bad:
+                        self.optimizer.step()
+                        if self.ema is not None:
+                            self.ema.update(self.model, step=step + 1)
+                        self.consecutive = 0
+                        window.add(parts, len(parts.targets))
+                    self.scheduler.step()
+                    p.step = step + 1
+                    updating, saved = False, None
+                    p.train_seconds += time.perf_counter() - started
+                    p.images_seen += len(parts.targets) * self.ctx.world_size
+                    bar.update(1)
+                    if self.config.max_seconds is not None:
+                        spent = time.perf_counter() - started_run >= self.config.max_seconds
+                        self.out_of_time = all_agree([spent], self.ctx, self.device)[0]  # ranks stop together
+                    self._after_step(window, bar)
+        except KeyboardInterrupt:
+            if updating:
+                warnings.warn("interrupted during an update: no checkpoint written, the last one stays", stacklevel=2)
+            else:
+                if saved is not None:  # interrupted mid-forward: undo its BatchNorm statistics
+                    self._restore(saved)
+                if self.out_dir is not None:
+                    self._checkpoint(interrupted=True)
+            raise
+        self.model.eval()
+        return self._result()
+
+    def _models(self) -> list[nn.Module]:
+        return [self.model] + ([self.ema.module] if self.ema is not None else [])
+
+    def _restore(self, saved: list[Tensor]) -> None:
+        with torch.no_grad():
+            for buffer, value in zip(self.buffers, saved):
+                buffer.copy_(value)
+
+    def _skip(self, step: int, bar: Any) -> None:
+        self.progress.nonfinite += 1
+        self.consecutive += 1
+        message = (f"step {step}: non-finite loss or gradient, step skipped "
+                   f"({self.consecutive} in a row, {self.progress.nonfinite} in all)")
+        if self.ctx.is_main:
+            if self.config.progress:
+                bar.write(message)
+            else:
+                warnings.warn(message, RuntimeWarning, stacklevel=4)
+        if self.consecutive >= self.config.max_nonfinite:
+            where = f"; the last checkpoint, {self.last_checkpoint}, is valid" if self.last_checkpoint else ""
+            raise NonFiniteLossError(
+                f"{self.consecutive} training steps in a row had a non-finite loss or gradient (up to step "
+                f"{step}; max_nonfinite={self.config.max_nonfinite}). The model keeps the weights of the last "
+                f"good step{where}. Try a lower learning rate, more warm-up or stronger gradient clipping.",
+                step=step, count=self.consecutive, checkpoint=self.last_checkpoint)
+
+    def _after_step(self, window: LogWindow, bar: Any) -> None:
+        step, config = self.progress.step, self.config
+        last = step == self.total_steps or self.out_of_time
+        if step % config.log_every == 0 or last:
+            entry = self._log_train(window)
+            shown = dict(bpd=f"{entry['bits_per_dim']:.3f}" if entry["bits_per_dim"] is not None else "-")
+            if self.model.lam > 0:  # at lam = 0 the head never trains: its accuracy means nothing
+                shown["acc"] = f"{entry['accuracy']:.3f}" if entry["accuracy"] is not None else "-"
+            bar.set_postfix(**shown, skipped=self.progress.nonfinite, refresh=False)
+            window.reset()
+        validate = self.val_data is not None and ((config.eval_every and step % config.eval_every == 0) or last)
+        every = config.checkpoint_every
+        save = config.out_dir is not None and ((every and step % every == 0) or last)
+        if validate or save or last:
+            average_buffers(self._models(), self.ctx)
+        if validate:
+            self._validate()
+        if save and self.out_dir is not None:
+            self._checkpoint()
+
+    def _log_train(self, window: LogWindow) -> dict[str, Any]:
+        sums = all_reduce([window.loss, window.bpd, window.ce, window.correct, window.labelled, window.examples],
+                          self.ctx, self.device)
+        loss, bpd, ce, correct, labelled, examples = sums
+        elapsed = time.perf_counter() - window.started
+        step = self.progress.step
+        entry = dict(split="train", step=step, epoch=round(step / self.batches.batches_per_epoch, 4),
+                     lr=self.scheduler.get_last_lr()[0],
+                     loss=loss / examples if examples else None, bits_per_dim=bpd / examples if examples else None,
+                     cross_entropy=ce / labelled if labelled else None,
+                     accuracy=correct / labelled if labelled else None, nonfinite_steps=self.progress.nonfinite,
+                     images_per_s=round(examples / elapsed, 1) if elapsed > 0 else None)
+        self.log.record(entry)
+        return entry
+
+    def _validate(self) -> None:
+        model = self.ema.module if self.ema is not None else self.model
+        batch = self.config.eval_batch_size or max(self.config.batch_size, 256)
+        figures = evaluate_model(model, self.val_data, batch, self.device, distributed=self.ctx.active)
+        self.log.record(dict(split="val", step=self.progress.step, **figures))
+
+    def _checkpoint(self, interrupted: bool = False) -> None:
+        root = self.out_dir / CHECKPOINTS_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        directory = step_directory(root, self.progress.step)
+        if directory == self.last_checkpoint and not interrupted:
+            return  # this step is already saved (e.g. checkpoint_every divides the last step)
+        self.progress.log_window = self.window.state()
+        state, tensors = capture_training_state(
+            self.progress, self.optimizer, self.scheduler, self.ema.module if self.ema is not None else None,
+            self.batches, self.ctx.world_size, self.total_steps, self.config.to_dict(), interrupted)
+        write_checkpoint(directory, self.model.state_dict(), self.model.config(), self.progress.step, state, tensors)
+        self.last_checkpoint = directory
+        prune_checkpoints(root, directory, self.config.keep_checkpoints)
+
+    def _result(self) -> TrainResult:
+        p = self.progress
+        metrics = final_metrics(p.history)
+        metrics.update(steps=p.step, nonfinite_steps=p.nonfinite, elapsed_s=round(p.train_seconds, 3),
+                       images_per_s=round(p.images_seen / p.train_seconds, 1) if p.train_seconds else None)
+        ema = self.ema.module if self.ema is not None else None
+        return TrainResult(self.model, p.step, metrics, p.history, self.last_checkpoint, ema)

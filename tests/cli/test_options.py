@@ -1,0 +1,26 @@
+"""The error boundary and option parsing: one-line errors with meaningful exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.runner import one_line_error, run
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["eval", "-c", "no/such/run"], 2, "checkpoint not found"),
+    (["sample", "-c", "no/such/run"], 2, "checkpoint not found"),
+    (["train", "--backbone", "resnet", "--steps", "1"], 2, "unknown backbone 'resnet'"),
+    (["probe", "--backbone", "resnet"], 2, "unknown backbone 'resnet'"),
+    (["train", "--dataset", "imagenet1k", "--steps", "1"], 2, "unknown dataset 'imagenet1k'"),
+    (["train", "--recipe", "no_such_recipe"], 2, "recipe not found"),
+    (["backbones", "--pattern", "zzz*"], 2, "no backbone matches"),
+])
+def test_user_mistakes_are_one_line_with_a_meaningful_code(args, code, words):
+    assert words in one_line_error(run(*args, code=code))
+
+
+def test_bad_option_is_a_usage_error():
+    result = run("train", "--steps", "many", code=2)
+    assert "Invalid value for '--steps'" in result.stderr and "Traceback" not in result.stderr
+    run("probe", "--no-such-option", code=2)

@@ -1,0 +1,31 @@
+"""`hybridflow probe`: the probe table against raw pixels, backbones and checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+from tests.cli.runner import TINY, run
+
+
+def test_probe_prints_a_table_against_raw_pixels():
+    args = ["probe", "--steps", "2", "--seeds", "2", "--limit", "300", "--test-limit", "100", "-q", *TINY]
+    result = run(*args)
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[:3] == ["features", "dim", "accuracy"]
+    assert lines[2].startswith("raw pixels") and lines[3].startswith("mixerflow_tiny")
+    assert "±" in lines[3] and "training mixerflow_tiny" in result.stderr
+    payload = json.loads(run(*args, "--json").stdout)
+    rows = {r["name"]: r for r in payload["results"]}
+    assert set(rows) == {"raw pixels", "mixerflow_tiny"}
+    assert all(0 <= r["accuracy_mean"] <= 1 and r["log_loss_mean"] > 0 and len(r["accuracies"]) == 2
+               for r in rows.values())
+    assert payload["models"][0]["options"]["num_layers"] == 1
+
+
+def test_probe_compares_backbones_and_checkpoints(trained):
+    payload = json.loads(run("probe", "-b", "mixerflow", "-b", "glow", "--checkpoint", trained, "--steps", "1",
+                             "--seeds", "1", "--limit", "200", "--test-limit", "60", "-q", "--json",
+                             "--no-pixels").stdout)
+    names = [r["name"] for r in payload["results"]]
+    assert names == ["mixerflow_tiny", "glow_tiny", "checkpoint run"]
+    assert payload["models"][1]["options"] == {"num_steps": 4, "hidden": 32}  # the light probe settings

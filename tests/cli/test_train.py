@@ -1,0 +1,77 @@
+"""`hybridflow train`: run folders, summaries, resuming, recipes, semi-supervised and shuffled data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.runner import RECIPES, TINY, one_line_error, run
+
+
+def test_train_writes_checkpoint_log_curves_and_json(trained):
+    files = {p.name for p in trained.iterdir()}
+    assert {"checkpoints", "metrics.jsonl", "run.json", "curves.png"} <= files
+    assert (trained / "curves.png").stat().st_size > 1000
+    log = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if e["split"] == "train"] == [2, 4]
+    saved = json.loads((trained / "run.json").read_text())
+    assert saved["backbone"] == "mixerflow_tiny" and saved["data"]["name"] == "digits"
+    assert saved["backbone_options"]["patch_size"] == 2  # fitted to the 8x8 digits
+
+
+def test_train_summary_line_and_json(tmp_path):
+    text = run("train", "--steps", "2", "--out", tmp_path / "a", "-q", *TINY).stdout.strip()
+    assert text.startswith("mixerflow_tiny on digits: 2 steps") and "bits/dim" in text and "step-000000002" in text
+    summary = json.loads(run("train", "--steps", "2", "--out", tmp_path / "b", "-q", "--json", *TINY).stdout)
+    assert summary["steps"] == 2 and summary["val_bits_per_dim"] > 0 and Path(summary["checkpoint"]).is_dir()
+
+
+def test_train_refuses_to_mix_runs_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    run("train", "--steps", "2", "--out", out, "-q", *TINY)
+    refused = run("train", "--steps", "2", "--out", out, "-q", *TINY, code=2)
+    assert "--resume" in one_line_error(refused)
+    # --resume restores the saved settings (the tiny options) and continues to the new step count
+    resumed = json.loads(run("train", "--out", out, "--resume", "--steps", "3", "-q", "--json").stdout)
+    assert resumed["steps"] == 3
+    assert "nothing to resume" in one_line_error(run("train", "--out", tmp_path / "x", "--resume", code=2))
+
+
+def test_train_semi_supervised_and_shuffled(tmp_path):
+    out = tmp_path / "semi"
+    run("train", "--steps", "2", "--out", out, "-q", "--labelled-fraction", "0.05", "--shuffle", "global", *TINY)
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["data"]["shuffle"] == "global" and saved["settings"]["labelled_fraction"] == 0.05
+    # later commands read the same shuffle from run.json; samples are shown in the natural pixel order
+    assert json.loads(run("eval", "-c", out, "--json").stdout)["num_examples"] == 450
+    sample = json.loads(run("sample", "-c", out, "-n", "4", "--out", tmp_path / "s.png", "--json").stdout)
+    assert sample["unshuffled"] is True
+
+
+def test_recipe_values_are_defaults_that_options_override(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('# a test recipe\nname = "tiny"\nreproduces = "nothing"\ndataset = "digits"\nlam = 0.5\n'
+                      '[paper]\nsteps = 1000\n[cpu]\nsteps = 3\nbatch_size = 16\n'
+                      '[cpu.backbone_options]\nnum_layers = 1\nhidden = 8\nsteps = 1\n')
+    out = tmp_path / "run"
+    summary = json.loads(run("train", "--recipe", recipe, "--steps", "2", "--out", out, "-q", "--json").stdout)
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert summary["steps"] == 2                      # the explicit option wins
+    assert settings["lam"] == 0.5 and settings["batch_size"] == 16  # the recipe's [cpu] values
+    assert settings["backbone_options"]["hidden"] == 8
+    bad = tmp_path / "bad.toml"
+    bad.write_text('lam = 0.5\n[cpu]\nstepz = 3\n')
+    assert "unknown key 'stepz'" in one_line_error(run("train", "--recipe", bad, code=2))
+
+
+def test_recipe_on_a_missing_external_dataset_says_where_to_get_it(tmp_path):
+    result = run("train", "--recipe", RECIPES / "galaxy32_density", "--data-root", tmp_path, "--out",
+                 tmp_path / "g", code=1)
+    line = one_line_error(result)
+    assert "galaxy32" in line and str(tmp_path) in line and "cannot be downloaded" in line
+
+
+def test_missing_dataset_without_download(tmp_path):
+    line = one_line_error(run("train", "--dataset", "mnist", "--data-root", tmp_path / "empty", "--out",
+                              tmp_path / "m", code=1))
+    assert "--download" in line and not (tmp_path / "m").exists()

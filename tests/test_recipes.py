@@ -1,0 +1,79 @@
+"""Tests for hybridflow.recipes: finding, reading and listing the TOML recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybridflow.data import EXTERNAL_DATASETS
+from hybridflow.recipes import RECIPE_KEYS, RecipeError, find_recipe, list_recipes, load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_shipped_recipes_are_complete_and_valid():
+    from hybridflow import list_backbones
+
+    paths = sorted(RECIPES.glob("*.toml"))
+    names = {p.stem for p in paths}
+    for needed in ("cifar10_density", "imagenet32_density", "imagenet64_density", "mnist_density",
+                   "cifar10_local_shuffle", "cifar10_global_shuffle", "galaxy32_density", "cifar10_probe",
+                   "mnist_coupling_maf", "mnist_coupling_spline"):
+        assert needed in names
+    for path in paths:
+        assert path.read_text().startswith("# "), f"{path.name} lacks its header comment"
+        for scale in ("cpu", "paper"):
+            settings, meta = load_recipe(path, scale)
+            assert set(settings) <= RECIPE_KEYS
+            assert settings["backbone"] in list_backbones(), (path.name, settings["backbone"])
+            assert meta.get("reproduces") and meta.get("paper_result")
+            if settings["dataset"] in EXTERNAL_DATASETS:
+                assert "NOT downloadable" in path.read_text()
+
+
+def _write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_scale_table_overrides_the_top_level(tmp_path):
+    path = _write(tmp_path, 'name = "mine"\nreproduces = "Table 1"\nlam = 0.5\nsteps = 9\n'
+                            '[backbone_options]\nhidden = 4\n[paper]\nsteps = 1000\n'
+                            '[cpu]\nsteps = 3\n[cpu.backbone_options]\nnum_layers = 1\n')
+    cpu, meta = load_recipe(path, "cpu")
+    assert cpu == dict(lam=0.5, steps=3, backbone_options=dict(hidden=4, num_layers=1))
+    assert meta == dict(name="mine", reproduces="Table 1", path=str(path))
+    paper, _ = load_recipe(path, "paper")
+    assert paper["steps"] == 1000 and paper["backbone_options"] == dict(hidden=4)
+    assert load_recipe(str(path)[: -len(".toml")], "cpu")[0] == cpu  # .toml is optional
+    assert load_recipe(_write(tmp_path, "[cpu]\nlam = 1.0\n", "bare.toml"))[1]["name"] == "bare"
+
+
+@pytest.mark.parametrize("text, scale, words", [
+    ("lam = 0.5\n[cpu]\nstepz = 3\n", "cpu", "unknown key 'stepz' at the [cpu]"),
+    ("lamda = 0.5\n[cpu]\n", "cpu", "unknown key 'lamda' at the top level"),
+    ("lam = 0.5\n[paper]\nsteps = 3\n", "cpu", "has no [cpu] table"),
+    ("lam = \n", "cpu", "is not valid TOML"),
+    ("[cpu]\n", "laptop", "scale must be one of cpu, paper"),
+])
+def test_bad_recipes_are_refused(tmp_path, text, scale, words):
+    with pytest.raises(RecipeError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        load_recipe(_write(tmp_path, text), scale)
+
+
+def test_find_by_name_and_list(tmp_path, monkeypatch):
+    assert find_recipe("mnist_density") == RECIPES / "mnist_density.toml" or \
+        find_recipe("mnist_density").resolve() == (RECIPES / "mnist_density.toml").resolve()
+    with pytest.raises(RecipeError, match="recipe not found: nope .*available: .*mnist_density"):
+        find_recipe("nope")
+    rows = list_recipes()
+    assert {r["name"] for r in rows} >= {"cifar10_density", "mnist_density"}
+    assert len({r["name"] for r in rows}) == len(rows)  # each name once
+    # ./recipes comes first and shadows the packaged recipe of the same name
+    (tmp_path / "recipes").mkdir()
+    _write(tmp_path / "recipes", 'reproduces = "mine"\n[cpu]\n', "mnist_density.toml")
+    monkeypatch.chdir(tmp_path)
+    mine = {r["name"]: r for r in list_recipes()}["mnist_density"]
+    assert mine["reproduces"] == "mine" and Path(mine["path"]).parent == tmp_path / "recipes"

@@ -1,0 +1,38 @@
+"""TrainConfig: settings are checked when made, and their names are in the errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridflow.hybrid import HybridModel
+from hybridflow.training import TrainConfig, train
+from tests.training.helpers import TINY, tiny_config
+
+
+def test_bad_settings_are_named(digits):
+    train_data, _ = digits
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="betas"):
+        TrainConfig(betas=(0.9, 1.5))
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="shape"):
+        train(HybridModel("mixerflow_tiny", 10, patch_size=4, num_layers=1), train_data, tiny_config())
+    with pytest.raises(ValueError, match="only 3 classes"):
+        train(HybridModel("mixerflow_tiny", 3, **TINY), train_data, tiny_config())
+
+
+def test_schedule_and_time_budget_are_checked():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="max_seconds"):
+        TrainConfig(max_seconds=-1.0)
+    assert TrainConfig(max_seconds=0.0, lr_schedule="constant").max_seconds == 0.0
+
+
+def test_to_dict_is_plain_json_and_rebuilds_the_config(tmp_path):
+    config = TrainConfig(steps=5, out_dir=tmp_path, betas=(0.8, 0.9))
+    data = config.to_dict()
+    assert data["out_dir"] == str(tmp_path) and data["betas"] == [0.8, 0.9]
+    assert TrainConfig(**data) == TrainConfig(steps=5, out_dir=str(tmp_path), betas=(0.8, 0.9))
