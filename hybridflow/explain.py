@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from .backbones import FlowBackbone, bits_per_dim, log_prob_from_latent
 from .data import as_images
 from .flows import NUM_BINS, dequantize
+from .seeding import seeded
 
 __all__ = [
     "METHODS", "Attribution", "attribute", "explain", "pixels_to_input", "NegativeLogLikelihood", "ClassLogits",
@@ -213,8 +214,7 @@ def attribute(model: Any, images: Any, target: Target = "predicted", method: str
                 generator = torch.Generator().manual_seed(seed)
                 noise = torch.rand((7, *u.shape[1:]), generator=generator).to(u.device)
                 pool = torch.cat([torch.full_like(u[:1], 0.5 / NUM_BINS), noise])
-            with torch.random.fork_rng(devices=[u.device] if u.device.type == "cuda" else []):
-                torch.manual_seed(seed)
+            with seeded(seed, u.device):  # captum draws from the global RNG: seed it, restore it after
                 attributions = GradientShap(function).attribute(u, baselines=pool, target=captum_target,
                                                                n_samples=n_samples, stdevs=0.0)
     finally:

@@ -12,24 +12,40 @@ Example:
     >>> spec = data_spec_from_run(find_run(out / "checkpoints"))
     >>> spec.name, spec.shuffle
     ('digits', 'global')
+
+The workflows of the commands that work on one run live here too: :func:`train_run` (``hybridflow
+train``), :func:`evaluate_run` (``eval``), :func:`sample_run` (``sample``) and :func:`explain_run`
+(``explain``); ``probe`` and ``ood`` have theirs in :mod:`hybridflow.probing` and
+:mod:`hybridflow.ood.report`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .data import DataSpec, ImageData, check_dataset_name, dataset_key
+from .data import DataSpec, ImageData, check_dataset_name, dataset_key, keep_labels
+from .explain import Attribution, explain
+from .factory import build_model, check_backbone_name, fit_options
+from .flows import freeze
 from .hybrid import HybridModel
-from .training import find_checkpoint, load_checkpoint, resolve_device
+from .plots import plot_attributions, plot_training_curves, save_image_grid
+from .recipes import load_recipe
+from .training import TrainConfig, TrainResult, evaluate_model, find_checkpoint, load_checkpoint, resolve_device, train
 
 __all__ = ["RUN_FILE", "TRAIN_DEFAULTS", "CheckpointNotFoundError", "RunFolderError", "DataShapeError",
-           "json_default", "find_run", "write_run_file", "default_run_folder", "prepare_run_folder", "load_model",
-           "data_spec_from_run", "check_data_shape", "sample_images"]
+           "RequestError", "TrainingInterrupted", "json_default", "find_run", "write_run_file", "default_run_folder",
+           "prepare_run_folder", "load_model", "data_spec_from_run", "check_data_shape", "sample_images",
+           "TrainedRun", "train_run", "evaluate_run", "sample_run", "Explanation", "explain_run"]
+
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 
@@ -50,6 +66,20 @@ class RunFolderError(ValueError):
 
 class DataShapeError(ValueError):
     """Images whose shape is not the one the model takes."""
+
+
+class RequestError(ValueError):
+    """A request that does not fit the model or its data: an image index or a class out of range,
+    unlabelled data for a probe, nothing to probe."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train_run`, after the training loop wrote a checkpoint in ``out_dir``
+    (``resume=True`` continues from it)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(str(out_dir))
+        self.out_dir = out_dir
 
 
 def json_default(value: Any) -> Any:
@@ -162,3 +192,191 @@ def sample_images(model: HybridModel, count: int, temperature: float = 0.7, seed
     saved = (run or {}).get("data", {})
     permutation = DataSpec.from_dict(saved).permutation(model.input_shape) if saved.get("shuffle") else None
     return images if permutation is None else permutation.inverse(images)
+
+
+# --------------------------------------------------------------------------- the commands' workflows
+
+
+@dataclass
+class TrainedRun:
+    """What :func:`train_run` returns: the trained model, its settings and where the run went."""
+
+    model: HybridModel
+    backbone: str
+    dataset: str
+    settings: dict[str, Any]
+    result: TrainResult
+    out_dir: Path
+    curves: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The final metrics, with the backbone, dataset, steps, folder, checkpoint, curves and size."""
+        r = self.result
+        return {**r.metrics, **dict(backbone=self.backbone, dataset=self.dataset, steps=r.steps, out=str(self.out_dir),
+                                    checkpoint=str(r.checkpoint) if r.checkpoint else None,
+                                    curves=str(self.curves) if self.curves else None,
+                                    params=self.model.backbone.num_params)}
+
+
+def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | None = None, scale: str = "cpu",
+              out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+              backbone_options: Mapping[str, Any] | None = None, download: bool = False, device: str = "auto",
+              progress: bool = True, plot: bool = True, log: Callable[[str], None] | None = None) -> TrainedRun:
+    """Train a hybrid model into a run folder, as ``hybridflow train`` does.
+
+    The settings are, later ones winning: :data:`TRAIN_DEFAULTS`, the resumed run's (``resume``),
+    the ``scale`` table of ``recipe``, then ``options`` (keys of :data:`TRAIN_DEFAULTS`);
+    ``backbone_options`` add to the recipe's. ``out_dir`` (default :func:`default_run_folder`)
+    receives ``run.json``, the checkpoints, ``metrics.jsonl`` and, with ``plot``, ``curves.png``.
+    The setup line goes to ``log`` (default: this module's logger). On Ctrl-C the loop writes a
+    checkpoint and :class:`TrainingInterrupted` is raised.
+
+    Example:
+        >>> import tempfile
+        >>> run = train_run(dict(steps=2, val_limit=50), out_dir=Path(tempfile.mkdtemp()) / "run", plot=False,
+        ...                 backbone_options=dict(num_layers=1, hidden=8, steps=1), progress=False)
+        >>> run.result.steps, run.backbone, (run.out_dir / RUN_FILE).is_file()
+        (2, 'mixerflow_tiny', True)
+    """
+    unknown = sorted(set(options or {}) - set(TRAIN_DEFAULTS) - {"backbone_options"})
+    if unknown:
+        raise ValueError(f"unknown training settings {unknown}: choose from {', '.join(TRAIN_DEFAULTS)}")
+    recipe_settings, meta = ({}, {}) if recipe is None else load_recipe(recipe, scale)
+    out_path = Path(out_dir) if out_dir else None
+    saved_run = find_run(out_path) if (resume and out_path is not None) else {}
+    settings = dict(TRAIN_DEFAULTS)
+    for source in (saved_run.get("settings", {}), recipe_settings, options or {}):
+        settings.update(source)
+    settings["backbone_options"] = {**settings.get("backbone_options", {}), **(backbone_options or {})}
+    name = check_backbone_name(settings["backbone"])
+    check_dataset_name(settings["dataset"])
+    if out_path is None:
+        out_path = default_run_folder(name, settings["dataset"], meta.get("name") if meta else None, scale)
+    prepare_run_folder(out_path, resume, overwrite)
+
+    spec = DataSpec(settings["dataset"], settings.get("data_root"), download, settings["limit"], settings["seed"],
+                    settings["shuffle"], settings["shuffle_patch"], settings["shuffle_seed"], settings["size"])
+    train_data = spec.load(train=True)
+    val_data = replace(spec, limit=settings["val_limit"]).load(train=False)
+    if settings["labelled_fraction"] is not None:
+        train_data = keep_labels(train_data, settings["labelled_fraction"], settings["seed"])
+    fitted = fit_options(name, train_data.image_shape, settings["backbone_options"])
+    model = build_model(name, train_data.image_shape, train_data.num_classes, settings["lam"], fitted,
+                        settings["pooled"], settings["seed"])
+    labelled = int((train_data.labels >= 0).sum())
+    shuffled = f" ({spec.shuffle} shuffle)" if spec.shuffle else ""
+    (log or logger.info)(f"{name} ({model.backbone.num_params:,} parameters) on {spec.name}{shuffled}: "
+                         f"{len(train_data):,} train images ({labelled:,} labelled), {len(val_data):,} validation, "
+                         f"lam={settings['lam']:g}, {settings['steps']} steps of {settings['batch_size']} -> {out_path}")
+    write_run_file(out_path, dict(settings=dict(settings), backbone=name, backbone_options=fitted,
+                                  data=spec.to_dict(), recipe=meta or None, scale=scale if meta else None))
+    config = TrainConfig(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+                         betas=tuple(settings["betas"]), warmup_steps=settings["warmup_steps"],
+                         grad_clip=settings["grad_clip"], ema_decay=settings["ema_decay"],
+                         log_every=settings["log_every"], eval_every=settings["eval_every"],
+                         out_dir=out_path, checkpoint_every=settings["checkpoint_every"], seed=settings["seed"],
+                         device=device, progress=progress)
+    try:
+        result = train(model, train_data, config, val_data=val_data, resume=out_path if resume else None)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(out_path) from None
+    curves = None
+    if plot and result.history:
+        curves = plot_training_curves(result.history, out_path / "curves.png", title=f"{name} on {spec.name}")
+    return TrainedRun(model, name, spec.name, settings, result, out_path, curves)
+
+
+def evaluate_run(checkpoint: str | Path, dataset: str | None = None, data_root: str | None = None,
+                 download: bool = False, split: str = "test", limit: int | None = None, batch_size: int = 256,
+                 ema: bool = False, device: str = "auto") -> dict[str, Any]:
+    """:func:`~hybridflow.training.evaluate_model`'s figures (bits/dim, accuracy, cross-entropy) of a
+    trained run on ``dataset`` (default: the run's own), with the dataset, split, checkpoint and
+    seconds taken; ``limit`` random images, ``ema`` the EMA weights."""
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    model, directory, run = load_model(checkpoint, device, ema)
+    spec = data_spec_from_run(run, dataset, data_root, download, limit)
+    data = spec.load(train=split == "train")
+    check_data_shape(model, data, spec.name)
+    t0 = time.perf_counter()
+    figures = evaluate_model(model, data, batch_size)
+    figures.update(dataset=spec.name, split=split, checkpoint=str(directory),
+                   seconds=round(time.perf_counter() - t0, 2))
+    return figures
+
+
+def sample_run(checkpoint: str | Path, count: int = 64, temperature: float = 0.7,
+               out_path: str | Path = "samples.png", nrow: int | None = None, seed: int = 0, ema: bool = False,
+               device: str = "auto") -> dict[str, Any]:
+    """Draw ``count`` images from a trained run (:func:`sample_images`, in the images' own pixel
+    order) into one PNG grid at ``out_path``; returns the path, the settings and the mean pixel."""
+    model, directory, run = load_model(checkpoint, device, ema)
+    images = sample_images(model, count, temperature=temperature, seed=seed, run=run)
+    path = save_image_grid(images, out_path, nrow=nrow)
+    return dict(path=str(path), n=count, temperature=temperature, checkpoint=str(directory),
+                mean_pixel=float(images.float().mean()), unshuffled=bool(run.get("data", {}).get("shuffle")))
+
+
+@dataclass
+class Explanation:
+    """What :func:`explain_run` returns: the image's label and prediction, its bits/dim, one row per
+    method and target (``f(x)``, the attributions' sum and, for Integrated Gradients, ``f(baseline)``
+    and the completeness error), the heat-map file and a one-line title."""
+
+    dataset: str
+    index: int
+    label: int
+    predicted: int
+    probability: float
+    bits_per_dim: float
+    attributions: list[dict[str, Any]]
+    path: str
+    checkpoint: str
+    title: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field but the title."""
+        return {k: v for k, v in asdict(self).items() if k != "title"}
+
+
+def _attribution_row(name: str, a: Attribution) -> dict[str, Any]:
+    row = dict(name=name, method=a.method, target=a.target, value=float(a.values[0]), sum=float(a.attributions.sum()))
+    if a.delta is not None:
+        row.update(baseline_value=float(a.baseline_values[0]), completeness_error=float(a.delta[0]))
+    return row
+
+
+def explain_run(checkpoint: str | Path, index: int = 0, dataset: str | None = None, data_root: str | None = None,
+                download: bool = False, methods: Sequence[str] = ("ig", "saliency"),
+                targets: Sequence[int | str] = ("predicted", "nll"), baseline: str = "black", ig_steps: int = 64,
+                out_path: str | Path | None = None, device: str = "auto") -> Explanation:
+    """Explain test image ``index`` of a trained run's dataset (or ``dataset``) with captum
+    (:func:`hybridflow.explain.explain`) and save the image beside one heat-map per method and
+    target (default ``explain-<dataset>-<index>.png``). ``baseline="mean"`` averages 512 training
+    images. The prediction and bits/dim come from an inference copy (:func:`hybridflow.freeze`).
+    """
+    model, directory, run = load_model(checkpoint, device)
+    spec = data_spec_from_run(run, dataset, data_root, download, None)
+    data = spec.load(train=False)
+    check_data_shape(model, data, spec.name)
+    if index >= len(data):
+        raise RequestError(f"--index {index} is out of range: the {spec.name} test split has {len(data)} images")
+    for t in targets:
+        if isinstance(t, int) and not 0 <= t < model.num_classes:
+            raise RequestError(f"class {t} is out of range: the model has {model.num_classes} classes")
+    image = data.images[index]
+    references = replace(spec, limit=512).load(train=True).images if baseline == "mean" else None
+    maps = explain(model, image, methods=list(methods), targets=list(targets), baseline=baseline,
+                   references=references, n_steps=ig_steps)
+    fast = freeze(model)
+    with torch.no_grad():
+        probs = fast.predict_proba(image[None])[0]
+        bpd = float(fast.bits_per_dim(image[None])[0])
+    predicted, label = int(probs.argmax()), int(data.labels[index])
+    names = data.classes or [str(k) for k in range(model.num_classes)]
+    title = (f"{spec.name} test #{index}" + (f" (label {names[label]})" if label >= 0 else "")
+             + f": predicted {names[predicted]} (p={float(probs[predicted]):.2f}), {bpd:.2f} bits/dim")
+    path = plot_attributions(image, {k: a.attributions[0] for k, a in maps.items()},
+                             out_path or f"explain-{dataset_key(Path(spec.name).stem)}-{index}.png", title=title)
+    return Explanation(spec.name, index, label, predicted, float(probs[predicted]), bpd,
+                       [_attribution_row(k, a) for k, a in maps.items()], str(path), str(directory), title)

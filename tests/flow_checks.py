@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "jacobian_logdet", "max_inverse_error", "params_without_grad", "perturb", "randomize", "state_roundtrip", "trained_on",
+    "jacobian_logdet", "max_inverse_error", "params_without_grad", "perturb", "randomize", "state_roundtrip",
+    "trained_on",
 ]
 
 

@@ -14,9 +14,13 @@ checkpoint, training diverged); 2 the command line is wrong (bad or missing opti
 backbone, dataset or scorer, a path that does not exist); 130 interrupted (Ctrl-C). Mistakes are
 reported as one line on stderr, never a traceback (set ``HYBRIDFLOW_DEBUG=1`` to see one).
 
-Everything a command does is reachable from Python: :mod:`hybridflow.data` (datasets, the synthetic
-OOD sets), :mod:`hybridflow.recipes`, :mod:`hybridflow.factory` (model building) and
-:mod:`hybridflow.runs` (run folders, loading a trained model).
+Everything a command does is reachable from Python, one function per command:
+:func:`hybridflow.runs.train_run`, :func:`~hybridflow.runs.evaluate_run`,
+:func:`~hybridflow.runs.sample_run`, :func:`~hybridflow.runs.explain_run`,
+:func:`hybridflow.probing.run_probe`, :func:`hybridflow.ood.ood_report`,
+:func:`hybridflow.factory.describe_backbones` and :func:`hybridflow.recipes.list_recipes`; beneath them
+:mod:`hybridflow.data` (datasets, the synthetic OOD sets), :mod:`hybridflow.recipes`,
+:mod:`hybridflow.factory` (model building) and :mod:`hybridflow.runs` (run folders, loading a trained model).
 """
 
 from ..recipes import RECIPE_KEYS, load_recipe

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
-from ..runs import check_data_shape, data_spec_from_run, load_model
-from ..training import evaluate_model
+from ..runs import evaluate_run
 from .group import cli
 from .options import boundary, data_root_option, device_options, download_option, emit, json_option, set_threads
 
@@ -36,15 +33,8 @@ def evaluate_command(checkpoint, dataset, data_root, download, split, limit, bat
         hybridflow eval -c runs/mnist_density --dataset fashionmnist --data-root ../shared/data --json
     """
     set_threads(threads)
-    model, directory, run = load_model(checkpoint, device, ema)
-    spec = data_spec_from_run(run, dataset, data_root, download, limit)
-    data = spec.load(train=split == "train")
-    check_data_shape(model, data, spec.name)
-    t0 = time.perf_counter()
-    figures = evaluate_model(model, data, batch_size)
-    figures.update(dataset=spec.name, split=split, checkpoint=str(directory),
-                   seconds=round(time.perf_counter() - t0, 2))
-    text = f"{spec.name} {split} ({figures['num_examples']:,} images): {figures['bits_per_dim']:.4f} bits/dim"
+    figures = evaluate_run(checkpoint, dataset, data_root, download, split, limit, batch_size, ema, device)
+    text = f"{figures['dataset']} {split} ({figures['num_examples']:,} images): {figures['bits_per_dim']:.4f} bits/dim"
     if figures["accuracy"] is not None:
         text += f", accuracy {100 * figures['accuracy']:.2f}%, cross-entropy {figures['cross_entropy']:.4f} nats"
     emit(as_json, figures, text)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..data import SYNTHETIC_OOD, check_dataset_name, load_ood_data
-from ..ood import SCORERS, create_scorer, evaluate
-from ..plots import plot_roc_curves, plot_score_histograms
-from ..runs import check_data_shape, data_spec_from_run, load_model
+from ..data import SYNTHETIC_OOD
+from ..ood import SCORERS, ood_report
 from .group import cli
 from .options import (boundary, data_root_option, device_options, download_option, emit, json_option, set_threads,
                       usage)
@@ -75,33 +73,10 @@ def ood(checkpoint, in_data, out_data, scores, reference, data_root, download, l
     if "likelihood_ratio" in names and reference is None:
         raise usage("likelihood_ratio needs --reference CHECKPOINT (a second model, e.g. trained on perturbed "
                     "images, Ren et al. 2019)")
-    check_dataset_name(out_data, tuple(SYNTHETIC_OOD))
     set_threads(threads)
-    model, directory, run = load_model(checkpoint, device)
-    ref_model = load_model(reference, device)[0] if reference is not None else None
-    spec = data_spec_from_run(run, in_data, data_root, download, limit)
-    x_in = spec.load(train=False)
-    check_data_shape(model, x_in, spec.name)
-    fit_images = spec.load(train=True).images if "typicality" in names else None
-    x_out = load_ood_data(out_data, spec, x_in)
-    check_data_shape(model, x_out, out_data)
-    rows, raw = {}, {}
-    for name in names:
-        # The classifier's scorers need the head; the density scorers need only the flow.
-        scored = model if name in ("max_softmax", "entropy") else model.backbone
-        scorer = create_scorer(name, scored, reference=None if ref_model is None else ref_model.backbone,
-                               batch_size=batch_size)
-        if fit_images is not None:
-            scorer.fit(fit_images)
-        s_in, s_out = scorer(x_in.images), scorer(x_out.images)
-        rows[name] = evaluate(s_in, s_out)
-        raw[name] = (s_in, s_out)
-    plots = {}
-    if roc_path:
-        plots["roc"] = str(plot_roc_curves(raw, roc_path, title=f"in: {spec.name}, out: {out_data}"))
-    if hist_path:
-        plots["hist"] = str(plot_score_histograms(raw, hist_path, labels=(f"{spec.name} (in)", f"{out_data} (out)")))
-    header = f"in: {spec.name} test ({len(x_in):,}), out: {out_data} ({len(x_out):,}); checkpoint {directory}"
-    footer = "\n".join(f"{kind} -> {path}" for kind, path in plots.items())
-    emit(as_json, dict(in_data=spec.name, out_data=out_data, checkpoint=str(directory), metrics=rows, plots=plots),
-         header + "\n" + format_ood_table(rows) + ("\n" + footer if footer else ""))
+    report = ood_report(checkpoint, out_data, in_data, names, reference, data_root, download, limit, batch_size,
+                        roc_path, hist_path, device)
+    header = (f"in: {report.in_data} test ({report.n_in:,}), out: {out_data} ({report.n_out:,}); "
+              f"checkpoint {report.checkpoint}")
+    footer = "\n".join(f"{kind} -> {path}" for kind, path in report.plots.items())
+    emit(as_json, report.as_dict(), header + "\n" + format_ood_table(report.metrics) + ("\n" + footer if footer else ""))

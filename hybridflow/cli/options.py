@@ -14,7 +14,7 @@ import click
 from ..data import UnknownDatasetError
 from ..factory import UnknownBackboneError
 from ..recipes import RecipeError
-from ..runs import CheckpointNotFoundError, DataShapeError, RunFolderError, json_default
+from ..runs import CheckpointNotFoundError, DataShapeError, RequestError, RunFolderError, json_default
 from ..training import CheckpointError, NonFiniteLossError
 
 __all__ = ["CLIError", "USAGE_ERRORS", "usage", "boundary", "json_option", "device_options", "data_root_option",
@@ -22,7 +22,7 @@ __all__ = ["CLIError", "USAGE_ERRORS", "usage", "boundary", "json_option", "devi
 
 #: Library errors that mean the command line is wrong (exit code 2), not that the work failed.
 USAGE_ERRORS = (UnknownDatasetError, UnknownBackboneError, RecipeError, CheckpointNotFoundError, RunFolderError,
-                DataShapeError)
+                DataShapeError, RequestError)
 
 
 class CLIError(click.ClickException):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..plots import save_image_grid
-from ..runs import load_model, sample_images
+from ..runs import sample_run
 from .group import cli
 from .options import boundary, device_options, emit, json_option, set_threads
 
@@ -32,10 +31,6 @@ def sample(checkpoint, count, temperature, out_path, nrow, seed, ema, device, th
         hybridflow sample --checkpoint runs/digits --n 100 --temperature 0.8 --out digits.png
     """
     set_threads(threads)
-    model, directory, run = load_model(checkpoint, device, ema)
     # A model trained on shuffled pixels is shown in the images' own pixel order.
-    images = sample_images(model, count, temperature=temperature, seed=seed, run=run)
-    path = save_image_grid(images, out_path, nrow=nrow)
-    payload = dict(path=str(path), n=count, temperature=temperature, checkpoint=str(directory),
-                   mean_pixel=float(images.float().mean()), unshuffled=bool(run.get("data", {}).get("shuffle")))
-    emit(as_json, payload, f"{count} samples at temperature {temperature:g} -> {path}")
+    payload = sample_run(checkpoint, count, temperature, out_path, nrow, seed, ema, device)
+    emit(as_json, payload, f"{count} samples at temperature {temperature:g} -> {payload['path']}")

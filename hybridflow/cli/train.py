@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
-from pathlib import Path
 
 import click
 
-from ..data import DataSpec, check_dataset_name, keep_labels
-from ..factory import build_model, check_backbone_name, fit_options
-from ..recipes import SCALES, load_recipe
-from ..training import TrainConfig
-from ..training import train as run_training
-from ..runs import TRAIN_DEFAULTS, default_run_folder, find_run, prepare_run_folder, write_run_file
+from ..recipes import SCALES
+from ..runs import TRAIN_DEFAULTS, TrainingInterrupted, train_run
 from .group import cli
 from .options import (boundary, data_root_option, device_options, download_option, emit, info, json_option,
                       parse_options, set_threads)
@@ -81,63 +75,19 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
         hybridflow train --recipe recipes/mnist_density --scale cpu --data-root ../shared/data
         hybridflow train --out runs/digits --resume --steps 600
     """
-    recipe, meta = ({}, {}) if recipe_name is None else load_recipe(recipe_name, scale)
-    out_path = Path(out_dir) if out_dir else None
-    saved_run = find_run(out_path) if (resume and out_path is not None) else {}
-    # Later sources win: the defaults, the resumed run's settings, the recipe, the options given.
-    settings = dict(TRAIN_DEFAULTS)
-    settings.update(saved_run.get("settings", {}))
-    settings.update(recipe)
-    for key, value in given.items():
-        if ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None) or \
-                (key not in settings and value is not None):
-            settings[key] = value
-    settings["backbone_options"] = {**settings.get("backbone_options", {}), **parse_options(option_pairs)}
-    name = check_backbone_name(settings["backbone"])
-    check_dataset_name(settings["dataset"])
+    # Options given on the command line (or by environment) override the recipe and the resumed run.
+    options = {key: value for key, value in given.items()
+               if ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None)}
     set_threads(threads)
-    if out_path is None:
-        out_path = default_run_folder(name, settings["dataset"], meta.get("name") if meta else None, scale)
-    prepare_run_folder(out_path, resume, overwrite)
-
-    spec = DataSpec(settings["dataset"], settings.get("data_root"), download, settings["limit"], settings["seed"],
-                    settings["shuffle"], settings["shuffle_patch"], settings["shuffle_seed"], settings["size"])
-    train_data = spec.load(train=True)
-    val_data = replace(spec, limit=settings["val_limit"]).load(train=False)
-    if settings["labelled_fraction"] is not None:
-        train_data = keep_labels(train_data, settings["labelled_fraction"], settings["seed"])
-    options = fit_options(name, train_data.image_shape, settings["backbone_options"])
-    model = build_model(name, train_data.image_shape, train_data.num_classes, settings["lam"], options,
-                        settings["pooled"], settings["seed"])
-    labelled = int((train_data.labels >= 0).sum())
-    shuffled = f" ({spec.shuffle} shuffle)" if spec.shuffle else ""
-    info(f"{name} ({model.backbone.num_params:,} parameters) on {spec.name}{shuffled}: {len(train_data):,} train "
-         f"images ({labelled:,} labelled), {len(val_data):,} validation, lam={settings['lam']:g}, "
-         f"{settings['steps']} steps of {settings['batch_size']} -> {out_path}")
-    write_run_file(out_path, dict(settings=dict(settings), backbone=name, backbone_options=options,
-                                  data=spec.to_dict(), recipe=meta or None, scale=scale if meta else None))
-    config = TrainConfig(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
-                         betas=tuple(settings["betas"]), warmup_steps=settings["warmup_steps"],
-                         grad_clip=settings["grad_clip"], ema_decay=settings["ema_decay"],
-                         log_every=settings["log_every"], eval_every=settings["eval_every"],
-                         out_dir=out_path, checkpoint_every=settings["checkpoint_every"], seed=settings["seed"],
-                         device=device, progress=not quiet)
     try:
-        result = run_training(model, train_data, config, val_data=val_data, resume=out_path if resume else None)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: checkpoint in {out_path}; continue with "
-                   f"`hybridflow train --out {out_path} --resume`", err=True)
+        run = train_run(options, recipe_name, scale, out_dir, resume, overwrite, parse_options(option_pairs),
+                        download, device, progress=not quiet, plot=plot, log=info)
+    except TrainingInterrupted as interrupted:
+        click.echo(f"interrupted: checkpoint in {interrupted.out_dir}; continue with "
+                   f"`hybridflow train --out {interrupted.out_dir} --resume`", err=True)
         sys.exit(130)
-    curves = None
-    if plot and result.history:
-        from ..plots import plot_training_curves
-
-        curves = plot_training_curves(result.history, out_path / "curves.png", title=f"{name} on {spec.name}")
-    m = result.metrics
-    summary = {**m, **dict(backbone=name, dataset=spec.name, steps=result.steps, out=str(out_path),
-                           checkpoint=str(result.checkpoint) if result.checkpoint else None,
-                           curves=str(curves) if curves else None, params=model.backbone.num_params)}
-    parts = [f"{name} on {spec.name}: {result.steps} steps in {m['elapsed_s']:.0f} s"]
+    m, settings = run.result.metrics, run.settings
+    parts = [f"{run.backbone} on {run.dataset}: {run.result.steps} steps in {m['elapsed_s']:.0f} s"]
     if m.get("bits_per_dim") is not None:
         parts.append(f"train {m['bits_per_dim']:.3f} bits/dim")
     if m.get("val_bits_per_dim") is not None:
@@ -146,4 +96,4 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
         parts.append(f"val accuracy {100 * m['val_accuracy']:.1f}%")
     if m.get("nonfinite_steps"):
         parts.append(f"{m['nonfinite_steps']} skipped steps")
-    emit(as_json, summary, ", ".join(parts) + f" -> {result.checkpoint}")
+    emit(as_json, run.summary(), ", ".join(parts) + f" -> {run.result.checkpoint}")

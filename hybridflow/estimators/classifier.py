@@ -24,7 +24,7 @@ from torch import Tensor
 from ..backbones.density import parameter_dtype_device
 from ..data import check_image_shape
 from ..training import TrainConfig, resolve_device
-from .fitting import build_model, train_model
+from .fitting import build_classifier_model, train_model
 from .inference import INFERENCE_DTYPES, build_inference_model, model_outputs
 from .labels import check_same_classes, encode_labels, labelled_part, learn_classes, unlabelled_mask
 from .scaling import SCALINGS, PixelScaling, image_values, infer_image_shape
@@ -280,7 +280,7 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return int(check_random_state(self.random_state).randint(2**31 - 1))
 
     def _new_model(self) -> None:
-        self.model_ = build_model(self.backbone, len(self.classes_), self.image_shape_, seed=self._base_seed(),
+        self.model_ = build_classifier_model(self.backbone, len(self.classes_), self.image_shape_, seed=self._base_seed(),
                                   lam=self.lam, pooled=self.pooled, backbone_kwargs=self.backbone_kwargs)
         self.n_iter_ = 0
         self.history_ = []

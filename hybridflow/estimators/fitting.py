@@ -1,67 +1,42 @@
 r"""How the estimator builds and trains its :class:`~hybridflow.hybrid.HybridModel`.
 
-:func:`build_model` makes the model for an image shape (a MixerFlow falls back to a patch that
-divides the images), :func:`train_model` runs one :func:`~hybridflow.training.train` call and keeps
-the EMA weights when there are any. Both leave the caller's global random states as they were
-(:func:`preserved_global_rng`: a guard from when the training loop reseeded them; issue 15's
-later pass removes it).
+:func:`build_classifier_model` makes the model for an image shape (a MixerFlow falls back to a
+patch that divides the images), its initial weights drawn under :func:`~hybridflow.seeding.seeded`;
+:func:`train_model` runs one :func:`~hybridflow.training.train` call (its own generators) and keeps
+the EMA weights when there are any. Neither moves the caller's global random states.
 
 Example:
-    >>> model = build_model("mixerflow_tiny", 2, (1, 1, 6), seed=0, backbone_kwargs=dict(num_layers=1, hidden=8))
+    >>> model = build_classifier_model("mixerflow_tiny", 2, (1, 1, 6), seed=0,
+    ...                                backbone_kwargs=dict(num_layers=1, hidden=8))
     >>> model.backbone.patch_size, model.num_classes
     ((1, 1), 2)
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
-import torch
 from torch import Tensor
 
 from ..backbones import backbone_family
 from ..data import ImageData
 from ..hybrid import HybridModel
+from ..seeding import seeded
 from ..training import TrainConfig, TrainResult, train
 
-__all__ = ["build_model", "train_model", "preserved_global_rng"]
+__all__ = ["build_classifier_model", "train_model"]
 
 
-@contextlib.contextmanager
-def preserved_global_rng(device: torch.device | None = None) -> Iterator[None]:
-    """Restore Python's, NumPy's and torch's global RNG states afterwards: an estimator must not
-    change the caller's random streams (the training loop used to reseed them).
-
-    Example:
-        >>> before = torch.get_rng_state()
-        >>> with preserved_global_rng():
-        ...     _ = torch.manual_seed(123)
-        >>> torch.equal(before, torch.get_rng_state())
-        True
-    """
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    devices = [device] if device is not None and device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def build_model(backbone: str, num_classes: int, image_shape: tuple[int, int, int], seed: int, lam: float = 1.0,
-                pooled: bool = False, backbone_kwargs: dict[str, Any] | None = None) -> HybridModel:
+def build_classifier_model(backbone: str, num_classes: int, image_shape: tuple[int, int, int], seed: int,
+                           lam: float = 1.0, pooled: bool = False,
+                           backbone_kwargs: dict[str, Any] | None = None) -> HybridModel:
     """A new :class:`~hybridflow.hybrid.HybridModel` whose initial weights are a function of
     ``seed``; a MixerFlow without an explicit ``patch_size`` whose default patch does not divide
     ``image_shape`` gets the largest side <= 4 that does (1 for tabular rows)."""
     kwargs = dict(backbone_kwargs or {})  # copied: a parameter is never modified
     make = lambda **kw: HybridModel(backbone, num_classes, lam=float(lam), input_shape=image_shape,  # noqa: E731
                                     pooled=bool(pooled), **kw)
-    with preserved_global_rng():
-        torch.manual_seed(seed)  # the initial weights are a function of random_state
+    with seeded(seed):  # the initial weights are a function of random_state
         try:
             return make(**kwargs)
         except ValueError as error:

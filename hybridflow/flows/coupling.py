@@ -14,7 +14,7 @@ Example:
     >>> coupling = AffineCoupling(6, "mlp", hidden=16)
     >>> x = torch.randn(4, 10, 6)
     >>> y, logdet = coupling(x)             # identity at initialisation
-    >>> bool(torch.allclose(y, x)), float(logdet.abs().max())
+    >>> bool(torch.allclose(y, x)), float(logdet.detach().abs().max())
     (True, 0.0)
 """
 
@@ -112,14 +112,12 @@ _COUPLINGS = Registry("coupling")
 
 
 def register_coupling(name: str):
-    """Register a factory ``fn(features, hidden, **options) -> Flow`` acting on the last dim.
+    """Register a factory ``fn(features, hidden, **options) -> Flow`` acting on the last dim
+    (``@register_coupling("my_affine")`` above the factory; see :class:`~hybridflow.flows.registry.Registry`).
 
     Example:
-        >>> @register_coupling("my_affine")
-        ... def _make(features, hidden, **options):
-        ...     return AffineCoupling(features, "mlp", hidden=hidden)
-        >>> "my_affine" in list_couplings()
-        True
+        >>> list_couplings()[:2], type(create_coupling("affine", 6, hidden=16)).__name__
+        (['affine', 'kan'], 'AffineCoupling')
     """
     return _COUPLINGS.register(name)
 

@@ -33,6 +33,7 @@ from .detector import FlowDensity
 from .likelihood import log_likelihood
 from .metrics import evaluate
 from .pytorch_ood import FlowOODDetector, to_pytorch_ood
+from .report import OODReport, ood_report, score_ood
 from .scorers import (
     SCORERS, BitsPerDim, Complexity, LikelihoodRatio, LogLikelihood, MaxSoftmax, PredictiveEntropy, Scorer,
     Typicality, compressed_bits_per_dim, create_scorer, perturb,
@@ -43,5 +44,5 @@ __all__ = [
     "log_likelihood", "perturb", "compressed_bits_per_dim",
     "Scorer", "LogLikelihood", "BitsPerDim", "Typicality", "LikelihoodRatio", "Complexity",
     "MaxSoftmax", "PredictiveEntropy", "SCORERS", "create_scorer",
-    "FlowDensity", "FlowOODDetector", "to_pytorch_ood",
+    "FlowDensity", "FlowOODDetector", "to_pytorch_ood", "OODReport", "score_ood", "ood_report",
 ]

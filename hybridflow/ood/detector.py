@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..backbones import FlowBackbone, create_backbone
 from ..data import as_images
+from ..seeding import seeded
 from .likelihood import log_likelihood, model_device
 from .scorers import SCORERS, create_scorer, perturb
 
@@ -208,8 +209,7 @@ class FlowDensity(OutlierMixin, BaseEstimator):
             expected = getattr(_split_model(self.backbone)[0], "input_shape", None) or expected
         images = self._images(X, expected, fitted=False)
         shape = tuple(images.shape[1:])
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)  # weights and ActNorm draws, without touching the caller's RNG
+        with seeded(seed, device):  # weights and ActNorm draws, without touching the caller's RNG
             if isinstance(self.backbone, str):
                 density = full = create_backbone(self.backbone, input_shape=shape,
                                                  **(self.backbone_kwargs or {})).to(device)

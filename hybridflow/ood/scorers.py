@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import io
-import math
 import zlib
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..backbones import bits_per_dim
 from ..data import as_images
 from ..flows import inference_model
 from .likelihood import as_model_input, class_probabilities, log_likelihood
@@ -145,8 +145,8 @@ class BitsPerDim(Scorer):
 
     def score(self, images: Any) -> np.ndarray:
         images = as_model_input(images, self.model)
-        dims = images[0].numel()
-        return log_likelihood(self.model, images, self.batch_size) / (dims * math.log(2))
+        return -bits_per_dim(torch.from_numpy(log_likelihood(self.model, images, self.batch_size)),
+                             images[0].numel()).numpy()
 
 
 class Typicality(Scorer):

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from hybridflow.backbones.glow import GlowLevel, glow_step
 from hybridflow.backbones.mixerflow import MixerLayer, MixingFlow, Transpose
 from hybridflow.flows import (
-    ActNorm, AffineCoupling, Centre, ConvConditioner, FlowSequence, InvConv1x1, KANConditioner, Logit, LULinear, MAFLayer,
-    Patchify, ResidualMLP, ShiftedFlow, SplineCoupling, Squeeze, conv_spline_coupling, create_coupling,
+    ActNorm, AffineCoupling, Centre, ConvConditioner, FlowSequence, InvConv1x1, KANConditioner, Logit, LULinear,
+    MAFLayer, Patchify, ResidualMLP, ShiftedFlow, SplineCoupling, Squeeze, conv_spline_coupling, create_coupling,
     spline_params_per_feature,
 )
 

@@ -38,7 +38,8 @@ def test_inv_conv_is_one_linear_map_over_the_channels():
     torch.testing.assert_close(conv(x)[0], by_conv2d, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("options, message", [(dict(permutation="random"), "permutation"), (dict(init="zeros"), "init")])
+@pytest.mark.parametrize("options, message",
+                         [(dict(permutation="random"), "permutation"), (dict(init="zeros"), "init")])
 def test_bad_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         LULinear(4, **options)

@@ -61,7 +61,11 @@ def freeze(model: M) -> M:
     if not isinstance(model, nn.Module):
         raise TypeError(f"freeze expects a torch.nn.Module, got {type(model).__name__}")
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
-    _replace_layers(frozen)
+    own_form = _frozen_form(frozen)  # a bare layer (an LULinear, an ActNorm) is replaced itself
+    if own_form is not None:
+        frozen = own_form.eval().requires_grad_(False)
+    else:
+        _replace_layers(frozen)
     frozen.is_inference_copy = True
     return frozen
 

@@ -228,3 +228,11 @@ def test_inference_copy_compiles():
         z_ref, logdet_ref = fast(u)
     torch.testing.assert_close(logdet, logdet_ref, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(z, z_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_a_bare_layer_is_frozen_into_its_own_frozen_form():
+    linear, norm = LULinear(4, init="random"), ActNorm((3, 4))
+    assert isinstance(freeze(linear), FrozenLinear) and isinstance(freeze(norm), FrozenActNorm)
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(freeze(linear)(x)[0], linear(x)[0].detach(), rtol=1e-5, atol=1e-6)
+    assert is_inference_copy(freeze(norm))

@@ -2,7 +2,9 @@
 reads, so the scripts behind BENCHMARKS.md never rot. Seconds in all: tiny models, a few steps.
 
 Every script runs in this process (``main(argv)``), writing to a temporary folder; the density
-run's models are reused by the embedding and OOD runs, as in bench/run_all.sh.
+run's models are reused by the embedding and OOD runs, as in bench/run_all.sh. The runs that take
+seconds are marked ``slow`` (``pytest -m "not slow"`` skips them; CI runs them). The scripts are
+imported by their file names: bench/ goes first on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # tests/bench/test_smoke.py -> the checkout
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -26,6 +28,7 @@ import _common  # noqa: E402
 DATA = Path(_common.default_data_root())
 HAVE_DATA = _common.data_available(DATA, "mnist", "fashionmnist", "cifar10")
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"benchmark data not found in {DATA}")
+slow = pytest.mark.slow  # every script run: seconds each, minutes on a busy machine
 HAVE_NORMFLOWS = __import__("_comparators").normflows_available()
 
 
@@ -55,6 +58,7 @@ def smoke(tmp_path_factory):
         pytest.skip(f"benchmark data not found in {DATA}")
     import density
     import embeddings
+    import eval_noise
     import hybrid_tradeoff
     import ood
     import permutations
@@ -66,6 +70,7 @@ def smoke(tmp_path_factory):
     embeddings.main(_argv(results, checkpoints, "--reuse"))
     hybrid_tradeoff.main(_argv(results, checkpoints))
     ood.main(_argv(results, checkpoints, "--reuse"))
+    eval_noise.main(_argv(results, checkpoints))
     yield results
     _common._load_cached.cache_clear()  # the full MNIST / Fashion-MNIST arrays
 
@@ -84,6 +89,7 @@ def _models() -> set[str]:
     return {"mixerflow_tiny", "glow_tiny"} | ({"normflows_glow"} if HAVE_NORMFLOWS else set())
 
 
+@slow
 @needs_data
 def test_density(smoke):
     record = _load(smoke, "density")
@@ -98,6 +104,7 @@ def test_density(smoke):
     assert "mixerflow_minus_glow" in record["summary"]["mnist"]
 
 
+@slow
 @needs_data
 def test_permutations_reuse_the_density_baseline(smoke):
     record = _load(smoke, "permutations")
@@ -108,6 +115,7 @@ def test_permutations_reuse_the_density_baseline(smoke):
         assert _finite(change["delta_global"]) and _finite(change["delta_local"])
 
 
+@slow
 @needs_data
 def test_embeddings_reuse_the_density_models(smoke):
     record = _load(smoke, "embeddings")
@@ -120,6 +128,7 @@ def test_embeddings_reuse_the_density_models(smoke):
                 assert f["model"]["train"]["reused"] is (dataset == "fashionmnist")
 
 
+@slow
 @needs_data
 def test_hybrid_tradeoff(smoke):
     record = _load(smoke, "hybrid_tradeoff")
@@ -131,6 +140,7 @@ def test_hybrid_tradeoff(smoke):
     assert (smoke / record["plot"]).stat().st_size > 0
 
 
+@slow
 @needs_data
 def test_ood(smoke):
     record = _load(smoke, "ood")
@@ -141,6 +151,19 @@ def test_ood(smoke):
         assert len(r["metrics"]) == 9
         for m in r["metrics"].values():
             assert all(0 <= m[k] <= 1 for k in ("auroc", "aupr_in", "aupr_out", "fpr95"))
+
+
+@slow
+@needs_data
+def test_eval_noise_compares_shared_and_per_image_noise(smoke):
+    record = _load(smoke, "eval_noise")
+    assert record["seeds"] == 5 and record["runs"]
+    for r in record["runs"]:
+        for scheme in ("shared", "per_image"):
+            entry = r[scheme]
+            assert len(entry["means"]) == 5 and all(_finite(m) for m in entry["means"])
+            assert _finite(entry["seed_sd"]) and entry["seed_sd"] >= 0 and _finite(entry["sem"]) and entry["sem"] > 0
+        assert _finite(r["moved_by"])
 
 
 def test_scaling_and_render(tmp_path):
@@ -154,11 +177,12 @@ def test_scaling_and_render(tmp_path):
     assert all(_finite(r["train_s_per_image"]) and _finite(r["log_prob_s_per_image"]) for r in record["rows"])
     assert all(_finite(f["train_slope"]) for f in record["fits"].values())
     text = render.main(["--results-dir", str(tmp_path), "--out", str(tmp_path / "BENCHMARKS.md")])
-    assert text.count("_Not yet run") == 5
+    assert text.count("_Not yet run") == len(render.SECTIONS) - 1  # every section but scaling
     assert "## 6. Scaling with image size" in text and "slope" in text
     assert "scaling.png" in text
 
 
+@slow
 @needs_data
 def test_render_every_section(smoke, tmp_path):
     import render
@@ -196,6 +220,7 @@ def test_semi_supervised_oversampling_balances_labelled_and_unlabelled():
         oversample_labelled(data, 1.0)
 
 
+@slow
 def test_throughput_smoke_measures_both_conditioner_precisions(capsys):
     """bench/throughput.py: one worker process per row; a bfloat16 row for a backbone that can
     have one, none for MAF (no conditioner to run in bfloat16)."""
@@ -211,6 +236,7 @@ def test_throughput_smoke_measures_both_conditioner_precisions(capsys):
     assert "| mixerflow_tiny:bfloat16 | 1x8x8 |" in capsys.readouterr().out
 
 
+@slow
 def test_compiled_ab_runs_in_turns():
     """bench/compiled.py: one (eager, compiled) pair of positive train rates per round."""
     import compiled

@@ -1,0 +1,121 @@
+"""The OOD workflow (``hybridflow ood``): score in- and out-of-distribution images with several
+scorers and measure how well each tells them apart.
+
+:func:`score_ood` works on a model and two sets of images; :func:`ood_report` starts from a run
+folder or checkpoint, loads the data it was trained on (or ``in_data``) and the outliers (a dataset
+or a synthetic set), and can draw the ROC curves and score histograms.
+
+Example:
+    >>> from hybridflow.data import load_digits_data, noise_images
+    >>> from hybridflow.hybrid import HybridModel
+    >>> model = HybridModel("mixerflow_tiny", 10, input_shape=(1, 8, 8), patch_size=2, num_layers=1, hidden=8)
+    >>> digits = load_digits_data(train=False).images[:40]
+    >>> report = score_ood(model, digits, noise_images(40, (1, 8, 8)).images, ["bpd", "max_softmax"])
+    >>> sorted(report.metrics), 0 <= report.metrics["bpd"]["auroc"] <= 1
+    (['bpd', 'max_softmax'], True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data import SYNTHETIC_OOD, check_dataset_name, load_ood_data
+from ..plots import plot_roc_curves, plot_score_histograms
+from ..runs import check_data_shape, data_spec_from_run, load_model
+from .metrics import evaluate
+from .scorers import create_scorer
+
+__all__ = ["CLASSIFIER_SCORERS", "OODReport", "score_ood", "ood_report"]
+
+#: Scorers that read the classifier head; the others need only the flow.
+CLASSIFIER_SCORERS = ("max_softmax", "entropy")
+
+
+@dataclass
+class OODReport:
+    """Per-scorer OOD metrics and the scores behind them.
+
+    Attributes:
+        metrics: scorer -> :func:`~hybridflow.ood.evaluate`'s dict (AUROC, AUPR-in, AUPR-out, FPR95, sizes).
+        scores: scorer -> ``(in-distribution scores, out-of-distribution scores)``, higher = more inlier.
+        n_in, n_out: the numbers of in- and out-of-distribution images.
+        in_data, out_data: the names of the two sets (when :func:`ood_report` loaded them).
+        checkpoint: the checkpoint directory scored (:func:`ood_report`).
+        plots: ``"roc"`` / ``"hist"`` -> the path of each figure drawn.
+    """
+
+    metrics: dict[str, dict[str, float]]
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
+    n_in: int = 0
+    n_out: int = 0
+    in_data: str = ""
+    out_data: str = ""
+    checkpoint: str = ""
+    plots: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the set names, the checkpoint, the metrics per scorer and the figures' paths."""
+        return dict(in_data=self.in_data, out_data=self.out_data, checkpoint=self.checkpoint, metrics=self.metrics,
+                    plots=self.plots)
+
+
+def score_ood(model: Any, in_images: Any, out_images: Any, scorers: Sequence[str],
+              reference: Any = None, fit_images: Any = None, batch_size: int = 256) -> OODReport:
+    """Score ``in_images`` and ``out_images`` with each scorer (:func:`~hybridflow.ood.create_scorer`)
+    and measure their separation (:func:`~hybridflow.ood.evaluate`).
+
+    ``model`` is a hybrid model (its ``.backbone`` serves the density scorers, the model itself
+    :data:`CLASSIFIER_SCORERS`) or a bare backbone (density scorers only). ``reference``: the
+    reference model of ``likelihood_ratio`` (a hybrid model's backbone is used). ``fit_images``,
+    when given, are passed to every scorer's ``fit`` (``typicality`` needs them: in-distribution
+    training images). Each scorer works on an inference copy of the weights the model has now.
+    """
+    backbone = getattr(model, "backbone", model)
+    ref = getattr(reference, "backbone", reference)
+    metrics, scores = {}, {}
+    for name in scorers:
+        scorer = create_scorer(name, model if name in CLASSIFIER_SCORERS else backbone, reference=ref,
+                               batch_size=batch_size)
+        if fit_images is not None:
+            scorer.fit(fit_images)
+        s_in, s_out = scorer(in_images), scorer(out_images)
+        metrics[name] = evaluate(s_in, s_out)
+        scores[name] = (s_in, s_out)
+    return OODReport(metrics, scores, len(in_images), len(out_images))
+
+
+def ood_report(checkpoint: str | Path, out_data: str, in_data: str | None = None,
+               scorers: Sequence[str] = ("loglik", "typicality", "complexity"), reference: str | Path | None = None,
+               data_root: str | None = None, download: bool = False, limit: int | None = 2000,
+               batch_size: int = 256, roc_path: str | Path | None = None, hist_path: str | Path | None = None,
+               device: str = "auto") -> OODReport:
+    """:func:`score_ood` for a trained run: its model against ``out_data``.
+
+    ``out_data`` is a dataset (its test split) or a synthetic set made from the in-distribution test
+    images (:data:`~hybridflow.data.SYNTHETIC_OOD`); the in-distribution set is ``in_data`` or the
+    run's own dataset (its shuffle included), ``limit`` images each. ``typicality`` fits on ``limit``
+    training images. ``reference`` is the checkpoint of ``likelihood_ratio``'s reference model.
+    ``roc_path`` / ``hist_path`` draw the ROC curves / score histograms there.
+    """
+    check_dataset_name(out_data, tuple(SYNTHETIC_OOD))
+    model, directory, run = load_model(checkpoint, device)
+    ref_model = load_model(reference, device)[0] if reference is not None else None
+    spec = data_spec_from_run(run, in_data, data_root, download, limit)
+    x_in = spec.load(train=False)
+    check_data_shape(model, x_in, spec.name)
+    fit_images = spec.load(train=True).images if "typicality" in scorers else None
+    x_out = load_ood_data(out_data, spec, x_in)
+    check_data_shape(model, x_out, out_data)
+    report = score_ood(model, x_in.images, x_out.images, scorers, reference=ref_model, fit_images=fit_images,
+                       batch_size=batch_size)
+    report.in_data, report.out_data, report.checkpoint = spec.name, out_data, str(directory)
+    if roc_path:
+        report.plots["roc"] = str(plot_roc_curves(report.scores, roc_path, title=f"in: {spec.name}, out: {out_data}"))
+    if hist_path:
+        report.plots["hist"] = str(plot_score_histograms(report.scores, hist_path,
+                                                         labels=(f"{spec.name} (in)", f"{out_data} (out)")))
+    return report
