@@ -6,6 +6,7 @@ reports test top-1 accuracy and log-loss (the paper's Table 7) as mean and sprea
 (the seed draws the validation split). Feature sources: raw pixels (the floor every probe must
 beat), any backbone's latent (:func:`embed_images`) and a briefly trained timm MLP-Mixer as a
 discriminative reference (:func:`timm_mixer_features`; no pretrained weights are downloaded).
+The whole train-then-probe workflow of ``hybridflow probe`` is :func:`hybridflow.probing.run_probe`.
 
 Example:
     >>> from hybridflow.data import load_digits_data

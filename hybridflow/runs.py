@@ -267,7 +267,8 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
     shuffled = f" ({spec.shuffle} shuffle)" if spec.shuffle else ""
     (log or logger.info)(f"{name} ({model.backbone.num_params:,} parameters) on {spec.name}{shuffled}: "
                          f"{len(train_data):,} train images ({labelled:,} labelled), {len(val_data):,} validation, "
-                         f"lam={settings['lam']:g}, {settings['steps']} steps of {settings['batch_size']} -> {out_path}")
+                         f"lam={settings['lam']:g}, {settings['steps']} steps of {settings['batch_size']} "
+                         f"-> {out_path}")
     write_run_file(out_path, dict(settings=dict(settings), backbone=name, backbone_options=fitted,
                                   data=spec.to_dict(), recipe=meta or None, scale=scale if meta else None))
     config = TrainConfig(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],

@@ -13,17 +13,24 @@ from hybridflow.runs import (
     RUN_FILE,
     CheckpointNotFoundError,
     DataShapeError,
+    RequestError,
     RunFolderError,
+    TrainingInterrupted,
     check_data_shape,
     data_spec_from_run,
     default_run_folder,
+    evaluate_run,
+    explain_run,
     find_run,
     load_model,
     prepare_run_folder,
     sample_images,
+    sample_run,
+    train_run,
     write_run_file,
 )
-from hybridflow.training import save_checkpoint
+from hybridflow.flows import freeze
+from hybridflow.training import evaluate_model, save_checkpoint
 
 OPTIONS = dict(patch_size=2, num_layers=1, hidden=8)
 
@@ -98,3 +105,97 @@ def test_sample_images_are_seeded_and_unshuffled(model):
     run = dict(data=dict(name="digits", shuffle="local", shuffle_patch=2, shuffle_seed=3))
     unshuffled = sample_images(model, 4, temperature=0.5, seed=1, run=run)
     assert torch.equal(unshuffled, LocalShuffle((1, 8, 8), 2, seed=3).inverse(plain))
+
+
+# --------------------------------------------------------------------------- the commands' workflows
+
+TINY = dict(num_layers=1, hidden=8, steps=1)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A 3-step run through train_run: a recipe's values under explicit options."""
+    recipe = tmp_path_factory.mktemp("recipe") / "tiny.toml"
+    recipe.write_text('name = "tiny"\nlam = 0.5\n[paper]\nsteps = 1000\n[cpu]\nsteps = 9\nbatch_size = 16\n')
+    messages: list[str] = []
+    out = tmp_path_factory.mktemp("runs") / "run"
+    run = train_run(dict(steps=3, val_limit=40, log_every=1), recipe=recipe, out_dir=out, backbone_options=TINY,
+                    device="cpu", progress=False, log=messages.append)
+    return run, messages
+
+
+def test_train_run_merges_settings_and_writes_the_folder(trained_run):
+    run, messages = trained_run
+    assert run.settings["steps"] == 3 and run.result.steps == 3        # the explicit option beats the recipe
+    assert run.settings["lam"] == 0.5 and run.settings["batch_size"] == 16  # the recipe's [cpu] values
+    assert run.settings["backbone_options"] == TINY and run.backbone == "mixerflow_tiny"
+    saved = find_run(run.out_dir)
+    assert saved["backbone_options"] == {**TINY, "patch_size": 2} and saved["recipe"]["name"] == "tiny"
+    assert saved["scale"] == "cpu" and run.curves == run.out_dir / "curves.png" and run.curves.is_file()
+    assert len(messages) == 1 and messages[0].startswith("mixerflow_tiny (") and "3 steps of 16" in messages[0]
+    summary = run.summary()
+    assert summary["steps"] == 3 and summary["checkpoint"] == str(run.result.checkpoint)
+    assert summary["params"] == run.model.backbone.num_params and summary["val_bits_per_dim"] > 0
+    with pytest.raises(ValueError, match="unknown training settings"):
+        train_run(dict(stepz=3))
+
+
+def test_train_run_resumes_with_the_saved_settings(tmp_path):
+    quiet = dict(device="cpu", progress=False, plot=False, log=lambda m: None)
+    train_run(dict(steps=2, lam=0.5, val_limit=20), out_dir=tmp_path / "run", backbone_options=TINY, **quiet)
+    with pytest.raises(RunFolderError, match="--resume"):
+        train_run(dict(steps=2), out_dir=tmp_path / "run", **quiet)
+    resumed = train_run(dict(steps=3), out_dir=tmp_path / "run", resume=True, **quiet)
+    assert resumed.result.steps == 3 and resumed.settings["lam"] == 0.5 and resumed.settings["backbone_options"] == TINY
+
+
+def test_train_run_interrupted_names_the_folder(tmp_path, monkeypatch):
+    import hybridflow.runs as runs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "train", interrupted)
+    with pytest.raises(TrainingInterrupted) as caught:
+        train_run(dict(steps=1, val_limit=10), out_dir=tmp_path / "run", backbone_options=TINY, log=lambda m: None)
+    assert caught.value.out_dir == tmp_path / "run" and isinstance(caught.value, KeyboardInterrupt)
+
+
+def test_evaluate_run_is_evaluate_model_on_the_loaded_model(trained_run):
+    run, _ = trained_run
+    figures = evaluate_run(run.out_dir, split="train", limit=50, device="cpu")
+    model = load_model(run.out_dir, "cpu")[0]
+    expected = evaluate_model(model, DataSpec("digits", limit=50).load(train=True))
+    assert {k: figures[k] for k in expected} == pytest.approx(expected)
+    assert figures["dataset"] == "digits" and figures["split"] == "train" and figures["num_examples"] == 50
+    assert figures["checkpoint"] == str(run.result.checkpoint) and figures["seconds"] >= 0
+    with pytest.raises(ValueError, match="split"):
+        evaluate_run(run.out_dir, split="val")
+
+
+def test_sample_run_writes_sample_images(trained_run, tmp_path):
+    run, _ = trained_run
+    payload = sample_run(run.out_dir, count=4, temperature=0.5, out_path=tmp_path / "grid.png", seed=2, device="cpu")
+    expected = sample_images(load_model(run.out_dir, "cpu")[0], 4, temperature=0.5, seed=2)
+    assert payload["mean_pixel"] == pytest.approx(float(expected.float().mean()))
+    assert payload["path"] == str(tmp_path / "grid.png") and (tmp_path / "grid.png").stat().st_size > 0
+    assert payload["n"] == 4 and payload["unshuffled"] is False
+
+
+def test_explain_run(trained_run, tmp_path):
+    run, _ = trained_run
+    result = explain_run(run.out_dir, index=3, methods=["ig"], targets=["predicted", "nll"], ig_steps=8,
+                         out_path=tmp_path / "e.png", device="cpu")
+    model = load_model(run.out_dir, "cpu")[0]
+    image = DataSpec("digits").load(train=False).images[3:4]
+    with torch.no_grad():
+        probs = freeze(model).predict_proba(image)[0]
+    assert result.predicted == int(probs.argmax()) and result.probability == pytest.approx(float(probs.max()))
+    assert result.title.startswith("digits test #3 (label ") and (tmp_path / "e.png").stat().st_size > 1000
+    assert [r["name"] for r in result.attributions] == [f"Integrated Gradients: class {result.predicted}",
+                                                        "Integrated Gradients: nll (bits)"]
+    assert all("completeness_error" in r for r in result.attributions) and "title" not in result.as_dict()
+    with pytest.raises(RequestError, match="--index 450 is out of range"):
+        explain_run(run.out_dir, index=450, device="cpu")
+    with pytest.raises(RequestError, match="class 10 is out of range"):
+        explain_run(run.out_dir, targets=[10], device="cpu")

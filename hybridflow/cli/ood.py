@@ -78,5 +78,5 @@ def ood(checkpoint, in_data, out_data, scores, reference, data_root, download, l
                         roc_path, hist_path, device)
     header = (f"in: {report.in_data} test ({report.n_in:,}), out: {out_data} ({report.n_out:,}); "
               f"checkpoint {report.checkpoint}")
-    footer = "\n".join(f"{kind} -> {path}" for kind, path in report.plots.items())
-    emit(as_json, report.as_dict(), header + "\n" + format_ood_table(report.metrics) + ("\n" + footer if footer else ""))
+    lines = [header, format_ood_table(report.metrics), *(f"{kind} -> {path}" for kind, path in report.plots.items())]
+    emit(as_json, report.as_dict(), "\n".join(lines))

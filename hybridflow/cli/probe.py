@@ -66,8 +66,8 @@ def probe(backbones, checkpoints, dataset, data_root, download, steps, batch_siz
     options = parse_options(option_pairs)
     set_threads(threads if threads is not None else 1)
     report = run_probe(() if only_checkpoints else backbones, checkpoints, dataset, data_root, download, steps,
-                       batch_size, lr, lam, limit, test_limit, seeds, options, full_size, pooled, not no_pixels, out_dir,
-                       seed, device, progress=not quiet, log=info)
+                       batch_size, lr, lam, limit, test_limit, seeds, options, full_size, pooled, not no_pixels,
+                       out_dir, seed, device, progress=not quiet, log=info)
     note = ("accuracy and log-loss of a logistic-regression probe on the frozen features (test split); "
             f"higher accuracy / lower log-loss is better; {report.elapsed_s:.0f} s in all")
     emit(as_json, report.as_dict(), f"{report.header}\n{report.table()}\n{note}")

@@ -67,7 +67,7 @@ def test_ood_report_from_a_run(model, tmp_path):
     # the same numbers as score_ood on the loaded model and the same two sets
     spec = DataSpec("digits", limit=40)
     x_in = spec.load(train=False)
-    direct = score_ood(load_model(tmp_path / "run", "cpu")[0], x_in.images, load_ood_data("inverted", spec, x_in).images,
-                       ["loglik", "entropy"])
+    x_out = load_ood_data("inverted", spec, x_in)
+    direct = score_ood(load_model(tmp_path / "run", "cpu")[0], x_in.images, x_out.images, ["loglik", "entropy"])
     assert report.metrics == direct.metrics
     assert list(report.as_dict()) == ["in_data", "out_data", "checkpoint", "metrics", "plots"]
