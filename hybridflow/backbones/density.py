@@ -69,7 +69,10 @@ def integer_log_prob(flow: nn.Module, pixels: Tensor, input_shape: tuple[int, in
 def parameter_dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
     """The dtype and device of ``module``'s first floating parameter or buffer (an inference copy
     holds its weights as buffers); the defaults for a module without any."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype, tensor.device
+    # Module by module, stopping at the first tensor: ``parameters()`` walks the whole tree before
+    # it finds none in an inference copy, and that walk cost 7% of a MixerFlow's log_prob.
+    for child in module.modules():
+        for tensor in (*child._parameters.values(), *child._buffers.values()):
+            if tensor is not None and tensor.is_floating_point():
+                return tensor.dtype, tensor.device
     return torch.get_default_dtype(), torch.device("cpu")

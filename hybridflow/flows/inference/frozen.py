@@ -112,6 +112,6 @@ class FoldedConditioner(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         dtype = self.compute_dtype or x.dtype
         if self.input_bound is not None:
-            x = torch.sigmoid(x * (2.0 / self.input_bound)) - 0.5
+            x = torch.sigmoid(x * (2.0 / self.input_bound)) - 0.5  # not in place: input gradients need it
         h = x.reshape(-1, x.shape[-1]).to(dtype)
         return self.folded(h).reshape(*x.shape[:-1], -1).to(x.dtype)
