@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import FlowBackbone, bits_per_dim, create_backbone
-from .flows import freeze
+from .flows import freeze, is_inference_copy
 
 __all__ = ["HybridModel", "HybridLoss", "nalisnick_weight"]
 
@@ -176,6 +176,15 @@ class HybridModel(nn.Module):
         return int(self.backbone._pool(torch.zeros(1, *self.backbone.latent_shape)).shape[-1])
 
     @property
+    def eval_seed(self) -> int:
+        """The backbone's evaluation-noise seed (see :class:`~hybridflow.backbones.FlowBackbone`)."""
+        return self.backbone.eval_seed
+
+    @eval_seed.setter
+    def eval_seed(self, seed: int) -> None:
+        self.backbone.eval_seed = int(seed)
+
+    @property
     def nalisnick_weight(self) -> float:
         """``a = 1 / (lam * D)`` of Nalisnick et al. (2019)."""
         return nalisnick_weight(self.lam, self.num_dims)
@@ -195,6 +204,9 @@ class HybridModel(nn.Module):
         return self
 
     def train(self, mode: bool = True) -> HybridModel:
+        if mode and is_inference_copy(self):
+            raise ValueError("an inference copy (hybridflow.freeze) computes the evaluation function only: "
+                             "train the live model and freeze it again")
         super().train(mode)
         if self._frozen:
             self.backbone.eval()

@@ -20,7 +20,10 @@ import math
 import torch
 from torch import Tensor
 
-from ..flows import CONDITIONER_DTYPES, AffineCoupling, Centre, Conditioner, Flow, check_pixels, dequantize, freeze, quantize
+from ..flows import (
+    CONDITIONER_DTYPES, AffineCoupling, Centre, Conditioner, Flow, check_pixels, dequantize, freeze, is_inference_copy,
+    quantize,
+)
 from ..flows.preprocess import NoiseKind
 from .density import bits_per_dim, integer_log_prob, parameter_dtype_device
 
@@ -170,6 +173,12 @@ class FlowBackbone(Flow):
     def bits_per_dim(self, x: Tensor) -> Tensor:
         """Per-image bits per dimension of integer pixels ``x`` (the 8-bit offset included)."""
         return bits_per_dim(self.log_prob(x), self.num_dims)
+
+    def train(self, mode: bool = True) -> FlowBackbone:
+        if mode and is_inference_copy(self):
+            raise ValueError("an inference copy (hybridflow.freeze) computes the evaluation function only: "
+                             "train the live model and freeze it again")
+        return super().train(mode)
 
     def inference_copy(self) -> FlowBackbone:
         """A weight-owning copy that runs the fused evaluation path: see

@@ -294,6 +294,7 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         config = TrainConfig(steps=steps, epochs=epochs, batch_size=int(self.batch_size), lr=float(self.lr),
                              seed=seed, device=str(self.device), progress=bool(self.verbose),
                              **(self.train_kwargs or {}))
+        self.inference_model_ = None  # even a fit that fails part-way must not leave the old copy answering
         result = train_model(self.model_, images, labels, config)
         # Predictions come from a weight-owning inference copy, made anew after every fit.
         self.inference_model_ = build_inference_model(self.model_, resolve_device(str(self.device)),
@@ -307,8 +308,8 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """``logits`` / ``features`` / ``log_prob`` of ``X`` (see :func:`.inference.model_outputs`)."""
         check_is_fitted(self)
         device, dtype = resolve_device(str(self.device)), INFERENCE_DTYPES.get(self.inference_dtype)
-        held = parameter_dtype_device(self.inference_model_)
-        if held[0] != dtype or held[1].type != device.type:  # set_params after fitting, or unpickled elsewhere
+        held = getattr(self, "inference_model_", None)
+        if held is None or parameter_dtype_device(held) != (dtype, device):  # unpickled, set_params, failed fit
             self.inference_model_ = build_inference_model(self.model_, device, self.inference_dtype)
         return model_outputs(self.inference_model_, self._images(X, reset=False), batch_size=int(self.batch_size),
                              **outputs)
@@ -344,8 +345,9 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Per-example log-likelihood in nats of the 8-bit image the example becomes (higher =
-        more typical; ``-score / (n_features_in_ * ln 2)`` is bits/dim). One fixed draw of the
-        dequantisation noise, shared by all examples, keeps it deterministic. For min-max scaled
+        more typical; ``-score / (n_features_in_ * ln 2)`` is bits/dim). Each example's
+        dequantisation noise is its own, seeded from its pixels and the backbone's ``eval_seed``, so
+        a score is deterministic and independent of the batch. For min-max scaled
         input it is the density of the quantised values: the constant log-Jacobian of the
         scaling is not added, so compare scores of one fitted estimator only."""
         return self._evaluate(X, log_prob=True)["log_prob"]
@@ -367,6 +369,8 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
+        # The inference copy is derived: pickles stay small and load anywhere; it is rebuilt on use.
+        state.pop("inference_model_", None)
         model = state.get("model_")
         if model is not None and any(p.device.type != "cpu" for p in model.parameters()):
             # Pickles load on machines without the training GPU; prediction moves it back.

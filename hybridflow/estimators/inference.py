@@ -34,8 +34,8 @@ INFERENCE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 def build_inference_model(model: HybridModel, device: torch.device | str, dtype: str) -> HybridModel:
     """An inference copy of ``model`` on ``device`` in ``dtype`` (a key of
-    :data:`INFERENCE_DTYPES`); ``model`` itself stays as it is, ready to train on."""
-    return freeze(model).to(device=device, dtype=INFERENCE_DTYPES[dtype])
+    :data:`INFERENCE_DTYPES`), folded in that dtype; ``model`` itself stays as it is, ready to train on."""
+    return freeze(model, dtype=INFERENCE_DTYPES[dtype], device=device)
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from .conditioners import (
     register_conditioner, soft_clamp,
 )
 from .coupling import AffineCoupling, Coupling, create_coupling, list_couplings, register_coupling
-from .inference import freeze, inference_model, is_inference_copy
+from .inference import contains_inference_copy, freeze, inference_model, is_inference_copy
 from .kan import KANConditioner, KANLayer, b_spline_basis
 from .linear import InvConv1x1, LULinear
 from .maf import MADE, MAFLayer, MaskedLinear
@@ -19,7 +19,7 @@ from .spline import SplineCoupling, conv_spline_coupling, rational_quadratic_spl
 
 __all__ = [
     "ActNorm", "AffineCoupling", "CONDITIONER_DTYPES", "Centre", "Conditioner", "ConvConditioner", "Coupling", "Flow",
-    "INPUT_BOUND", "create_conditioner", "freeze", "inference_model", "is_inference_copy", "list_conditioners", "register_conditioner",
+    "INPUT_BOUND", "create_conditioner", "contains_inference_copy", "freeze", "inference_model", "is_inference_copy", "list_conditioners", "register_conditioner",
     "FlowSequence", "InvConv1x1", "Logit", "LULinear", "NUM_BINS", "PREPROCESSING", "Patchify", "ResidualMLP",
     "ShiftedFlow", "Squeeze", "check_pixels", "create_coupling", "dequantize", "evaluation_noise", "list_couplings", "make_preprocess",
     "register_coupling", "patchify", "quantize", "soft_clamp", "unpatchify", "zero_logdet",

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..backbones import FlowBackbone, create_backbone
 from ..data import as_images
+from ..flows import inference_model
 from ..seeding import seeded
 from .likelihood import log_likelihood, model_device
 from .scorers import SCORERS, create_scorer, perturb
@@ -159,6 +160,8 @@ class FlowDensity(OutlierMixin, BaseEstimator):
         self.n_features_in_ = math.prod(self.image_shape_)
         scored = full if self.scorer in ("max_softmax", "entropy") else density
         self.scorer_ = create_scorer(self.scorer, scored, reference, self.compressor, max(256, self.batch_size))
+        # ``score`` reads the density of the same moment as the scorer: one inference copy, made here.
+        self.density_ = self.scorer_.model if scored is density else inference_model(density)
 
     def _fit_reference(self, images: Tensor | None, density: Any, shape: tuple[int, int, int],
                        device: torch.device, seed: int) -> Any:
@@ -262,5 +265,5 @@ class FlowDensity(OutlierMixin, BaseEstimator):
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood of ``X`` in nats per image, whatever the scorer."""
         check_is_fitted(self)
-        return float(log_likelihood(self.backbone_, self._images(X, self.image_shape_),
+        return float(log_likelihood(self.density_, self._images(X, self.image_shape_),
                                     max(256, self.batch_size)).mean())

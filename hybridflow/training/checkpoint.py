@@ -43,6 +43,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
+from ..flows import contains_inference_copy
 from ..hybrid import HybridModel
 
 __all__ = [
@@ -168,6 +169,8 @@ def save_checkpoint(model: HybridModel, path: PathLike) -> Path:
     Example:
         >>> save_checkpoint(model, "runs/probe")  # doctest: +SKIP
     """
+    if contains_inference_copy(model):  # its weights are folded buffers: a checkpoint could not rebuild it
+        raise ValueError("save_checkpoint got an inference copy (hybridflow.freeze): save the model it was made from")
     return write_checkpoint(path, model.state_dict(), model.config())
 
 

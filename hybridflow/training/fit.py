@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..backbones import FlowBackbone
-from ..flows import is_inference_copy
+from ..flows import contains_inference_copy
 from ..data import ImageData
 from ..hybrid import HybridModel
 from .config import TrainConfig
@@ -43,7 +43,7 @@ def fit_backbone(backbone: FlowBackbone, images: Tensor, steps: int, batch_size:
         raise ValueError(f"steps must be non-negative, got {steps}")
     if not isinstance(backbone, FlowBackbone):
         raise TypeError(f"fit_backbone needs a FlowBackbone, got {type(backbone).__name__}")
-    if is_inference_copy(backbone):
+    if contains_inference_copy(backbone):
         raise ValueError("fit_backbone got an inference copy (hybridflow.freeze): train the live model instead")
     if steps == 0:
         backbone.eval()

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..flows import is_inference_copy
+from ..flows import contains_inference_copy
 from ..data import ImageData
 from ..hybrid import HybridLoss, HybridModel
 from .checkpoint import (
@@ -91,7 +91,7 @@ def train(
     config = config if config is not None else TrainConfig()
     if not isinstance(model, HybridModel):
         raise TypeError(f"train needs a HybridModel, got {type(model).__name__}")
-    if is_inference_copy(model):
+    if contains_inference_copy(model):
         raise ValueError("train got an inference copy (hybridflow.freeze): it has no trainable weights; "
                          "train the model it was made from, then freeze that again")
     _check_data(model, train_data, "train_data")

@@ -226,3 +226,23 @@ def test_bad_input_raises_clear_errors(digits, fitted_digits):
                             (dict(backbone="glow_tiny"), "cannot be built")]:
         with pytest.raises(ValueError, match=message):
             tiny(**params).fit(np.zeros((10, 6)), np.arange(10) % 2)
+
+
+def test_the_inference_copy_stays_out_of_pickles_and_is_rebuilt(digits, fitted_digits):
+    x = digits[2][:10]
+    expected = fitted_digits.predict_proba(x)
+    state = fitted_digits.__getstate__()
+    assert "inference_model_" not in state and "model_" in state
+    again = pickle.loads(pickle.dumps(fitted_digits))
+    np.testing.assert_allclose(again.predict_proba(x), expected, rtol=0, atol=1e-12)
+
+
+def test_bfloat16_conditioners_predict_in_either_inference_dtype(digits):
+    """A bfloat16 conditioner's inference copy moved to float64 once multiplied bfloat16 inputs by
+    float64 weights and failed on every predict."""
+    x, y = digits[0][:64], digits[1][:64]
+    kwargs = dict(patch_size=2, conditioner_dtype="bfloat16", **TINY)
+    for dtype in ("float64", "float32"):
+        clf = tiny(backbone_kwargs=kwargs, steps=3, inference_dtype=dtype).fit(x, y)
+        proba = clf.predict_proba(x[:5])
+        assert proba.shape == (5, len(clf.classes_)) and np.allclose(proba.sum(1), 1.0)

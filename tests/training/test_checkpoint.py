@@ -98,3 +98,13 @@ def test_model_parts_come_back_as_written(tmp_path):
     (directory / "checkpoint.json").unlink()  # a bare model.safetensors: the config is in its metadata
     manifest, config, _ = load_model_parts(directory)
     assert manifest is None and config == model.config()
+
+
+def test_an_inference_copy_is_not_saved(tmp_path):
+    from hybridflow import HybridModel, freeze
+    from hybridflow.training import save_checkpoint
+
+    model = HybridModel("mixerflow_tiny", 3, input_shape=(1, 8, 8), patch_size=2, num_layers=1, hidden=8)
+    with pytest.raises(ValueError, match="inference copy"):
+        save_checkpoint(freeze(model), tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()

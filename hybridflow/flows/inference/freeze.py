@@ -30,49 +30,71 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, TypeVar
 
+import torch
 from torch import nn
 
 from ..actnorm import ActNorm
 from ..conditioners import ResidualMLP
-from ..linear import LULinear
+from ..linear import InvConv1x1, LULinear
 from .frozen import FoldedConditioner, FrozenActNorm, FrozenLinear
 
-__all__ = ["freeze", "inference_model", "is_inference_copy"]
+__all__ = ["contains_inference_copy", "freeze", "inference_model", "is_inference_copy"]
 
 M = TypeVar("M", bound=nn.Module)
 
 #: The layers that have a frozen form, and how to build it (``None``: keep the layer as it is).
+#: Matched by exact type: a subclass may compute another function, and keeps its live form.
 FROZEN_FORMS: dict[type[nn.Module], Callable[[nn.Module], nn.Module | None]] = {
     LULinear: FrozenLinear,
+    InvConv1x1: FrozenLinear,
     ActNorm: FrozenActNorm,
     ResidualMLP: FoldedConditioner.fold,
 }
 
 
-def freeze(model: M) -> M:
+def freeze(model: M, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> M:
     """An evaluation-only copy of ``model`` (a backbone, a :class:`~hybridflow.HybridModel` or any
     module holding flow layers) that owns its weights and runs the fused inference path.
 
     The copy is of the same class, in evaluation mode, with no parameter requiring gradients
-    (inputs still can: attributions work). It computes the evaluation-mode function of the
-    model as it was when frozen; do not train it (training refuses it): freeze the model again
-    after changing its weights.
+    (inputs still can: attributions work), and every module in it is marked
+    (:func:`is_inference_copy`). It computes the evaluation-mode function of the model as it was
+    when frozen; training it is refused (``train()``, ``train(mode=True)`` on our models): freeze
+    the model again after changing its weights. ``dtype`` and ``device`` move the copy before its
+    layers are folded, so a float64 copy is folded in float64. Hooks are not copied: the copy's
+    modules are not the live ones (register hooks on the copy if needed).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"freeze expects a torch.nn.Module, got {type(model).__name__}")
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    if dtype is not None or device is not None:
+        frozen = frozen.to(device=device, dtype=dtype)
     own_form = _frozen_form(frozen)  # a bare layer (an LULinear, an ActNorm) is replaced itself
     if own_form is not None:
         frozen = own_form.eval().requires_grad_(False)
     else:
         _replace_layers(frozen)
-    frozen.is_inference_copy = True
+    for module in frozen.modules():
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
+        module.is_inference_copy = True
     return frozen
 
 
 def is_inference_copy(model: nn.Module) -> bool:
-    """Whether ``model`` was made by :func:`freeze`."""
+    """Whether ``model`` was made by :func:`freeze` (or is a module inside such a copy)."""
     return bool(getattr(model, "is_inference_copy", False))
+
+
+def contains_inference_copy(model: nn.Module) -> bool:
+    """Whether any module in ``model`` belongs to an inference copy (training one is refused).
+
+    Example:
+        >>> from hybridflow.flows import FlowSequence, LULinear
+        >>> contains_inference_copy(FlowSequence(LULinear(3), freeze(LULinear(3))))
+        True
+    """
+    return any(is_inference_copy(m) for m in model.modules())
 
 
 def inference_model(model: Any) -> Any:
@@ -92,10 +114,8 @@ def inference_model(model: Any) -> Any:
 
 
 def _frozen_form(module: nn.Module) -> nn.Module | None:
-    for cls in type(module).__mro__:
-        if cls in FROZEN_FORMS:
-            return FROZEN_FORMS[cls](module)
-    return None
+    build = FROZEN_FORMS.get(type(module))
+    return None if build is None else build(module)
 
 
 def _replace_layers(module: nn.Module) -> None:

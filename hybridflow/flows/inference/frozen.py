@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -78,9 +79,12 @@ class FrozenActNorm(Flow):
             self.register_buffer("inverse_scale", torch.exp(-layer.log_scale).detach().clone())
             self.register_buffer("bias", layer.bias.detach().clone())
             self.log_det = float(layer.log_scale.sum())  # per position
+        self.param_shape = layer.param_shape
         self.num_params = layer.log_scale.numel()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() != len(self.param_shape) + 1 or any(p not in (1, s) for p, s in zip(self.param_shape, x.shape[1:])):
+            raise ValueError(f"ActNorm with parameters of shape {self.param_shape} got input of shape {tuple(x.shape)}")
         positions = math.prod(x.shape[1:]) // self.num_params
         return torch.addcmul(self.shift, x, self.scale), x.new_full((x.shape[0],), self.log_det * positions)
 
@@ -89,10 +93,13 @@ class FrozenActNorm(Flow):
 
 
 class FoldedConditioner(nn.Module):
-    """A :class:`~hybridflow.flows.ResidualMLP` folded for evaluation, in its ``compute_dtype``.
+    """A :class:`~hybridflow.flows.ResidualMLP` folded for evaluation.
 
     Its input clamp ``soft_clamp(x, bound)`` becomes ``sigmoid(2 x / bound) - 1/2`` here, whose
-    factor ``2 bound`` is folded into the stem. The output is cast back to the input's dtype.
+    factor ``2 bound`` is folded into the stem. The folded weights keep the parameters' precision;
+    with a bfloat16 ``compute_dtype`` a bfloat16 copy of them serves float32 inputs, as autocast
+    lowers only float32 (a float64 model computes in float64, like the live one). ``.to()`` moves
+    the weights and remakes that copy. The output is cast back to the input's dtype.
     """
 
     def __init__(self, mlp: ResidualMLP, folded: nn.Module) -> None:
@@ -100,18 +107,29 @@ class FoldedConditioner(nn.Module):
         self.folded = folded
         self.input_bound = mlp.input_bound
         self.compute_dtype = mlp.compute_dtype
+        self._lowered: list[nn.Module] = []  # a list: not a submodule, so not moved or saved with the weights
+        self._lower()
 
     @classmethod
     def fold(cls, mlp: ResidualMLP) -> FoldedConditioner | None:
         """The folded form of ``mlp``, or ``None`` if a BatchNorm has no running statistics."""
-        dtype = mlp.compute_dtype or mlp.stem.weight.dtype
         with torch.no_grad():
-            folded = fold_residual_mlp(mlp, dtype)
+            folded = fold_residual_mlp(mlp, mlp.stem.weight.dtype)
         return None if folded is None else cls(mlp, folded)
 
+    def _lower(self) -> None:
+        lowered = self.compute_dtype is not None and self.compute_dtype != torch.float32
+        self._lowered = [copy.deepcopy(self.folded).to(self.compute_dtype)] if lowered else []
+
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)
+        self._lower()
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
-        dtype = self.compute_dtype or x.dtype
+        net = self._lowered[0] if self._lowered and x.dtype == torch.float32 else self.folded
+        dtype = self.compute_dtype if net is not self.folded else x.dtype
         if self.input_bound is not None:
             x = torch.sigmoid(x * (2.0 / self.input_bound)) - 0.5  # not in place: input gradients need it
         h = x.reshape(-1, x.shape[-1]).to(dtype)
-        return self.folded(h).reshape(*x.shape[:-1], -1).to(x.dtype)
+        return net(h).reshape(*x.shape[:-1], -1).to(x.dtype)

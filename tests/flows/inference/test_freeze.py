@@ -236,3 +236,55 @@ def test_a_bare_layer_is_frozen_into_its_own_frozen_form():
     x = torch.randn(2, 3, 4)
     torch.testing.assert_close(freeze(linear)(x)[0], linear(x)[0].detach(), rtol=1e-5, atol=1e-6)
     assert is_inference_copy(freeze(norm))
+
+
+def test_a_bfloat16_copy_moves_to_float64_and_computes_the_float64_function():
+    """Autocast lowers float32 only: a float64 model computes its conditioners in float64, and so
+    must its inference copy, whether frozen in float64 or frozen first and moved after."""
+    flow = trained("mixerflow", conditioner_dtype="bfloat16")
+    x = pixels()
+    expected = ordinary(copy.deepcopy(flow).double(), x)
+    torch.testing.assert_close(no_grad(freeze(flow, dtype=torch.float64), x), expected, rtol=1e-9, atol=1e-6)
+    # folded in float32, then moved: float32's precision, but no bfloat16 step and no dtype clash
+    torch.testing.assert_close(no_grad(freeze(flow).double(), x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_float64_copy_is_folded_in_float64():
+    flow = trained("mixerflow")
+    x = pixels()
+    torch.testing.assert_close(no_grad(freeze(flow, dtype=torch.float64), x), ordinary(flow.double(), x),
+                               rtol=1e-10, atol=1e-9)
+
+
+def test_a_copy_refuses_training_and_marks_every_module():
+    model = HybridModel("mixerflow_tiny", num_classes=3, **SMALL)
+    fast = freeze(model)
+    assert all(is_inference_copy(m) for m in fast.modules())
+    with pytest.raises(ValueError, match="inference copy"):
+        fast.train()
+    with pytest.raises(ValueError, match="inference copy"):
+        fast.backbone.train()
+    fast.eval()  # evaluation mode stays allowed
+
+
+def test_only_the_exact_layer_types_are_replaced():
+    """A subclass may compute another function: it keeps its live form."""
+
+    class ScaledMLP(ResidualMLP):
+        def compute(self, x):
+            return 2 * super().compute(x)
+
+    mlp = randomize(ScaledMLP(4, 6, hidden=8), scale=0.3).eval()
+    seq = nn.Sequential(mlp)
+    fast = freeze(seq)
+    assert isinstance(fast[0], ScaledMLP)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(fast(x), mlp(x).detach())
+
+
+def test_hooks_are_not_copied():
+    flow = trained()
+    calls = []
+    flow.body.register_forward_hook(lambda *args: calls.append(1))
+    no_grad(freeze(flow), pixels())
+    assert calls == []
