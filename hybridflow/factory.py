@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 
 from .backbones import FAMILY_DEFAULTS, backbone_description, backbone_family, create_backbone, list_backbones
 from .hybrid import HybridModel
+from .seeding import seeded
 
 __all__ = ["UnknownBackboneError", "check_backbone_name", "option_family", "fit_options", "build_model",
            "describe_backbones"]
@@ -73,11 +73,10 @@ def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int, 
                 options: dict[str, Any], pooled: bool = False, seed: int = 0) -> HybridModel:
     """A :class:`HybridModel` on backbone ``name`` whose initial weights depend only on ``seed``.
 
-    The weights are drawn from torch's global RNG seeded with ``seed`` inside ``fork_rng``, so the
-    caller's RNG state is left as it was. At least one class is kept (a pure flow still has a head).
+    The weights are drawn under :func:`~hybridflow.seeding.seeded`, so the caller's random state is
+    left as it was. At least one class is kept (a pure flow still has a head).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return HybridModel(name, max(1, num_classes), lam=lam, input_shape=image_shape, pooled=pooled, **options)
 
 

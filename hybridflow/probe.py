@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from .backbones.density import parameter_dtype_device
 from .data import as_images
 from .flows import inference_model
+from .seeding import seeded
 
 __all__ = [
     "ProbeResult", "linear_probe", "compare_probes", "format_table",
@@ -272,8 +273,7 @@ def timm_mixer_features(train_images: Any, train_labels: Any, *images: Any, step
     if len(y) != len(x_train):
         raise ValueError(f"got {len(y)} labels for {len(x_train)} images")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, dev):
         model = MlpMixer(num_classes=len(classes), img_size=(h, w), in_chans=c,
                          patch_size=patch_size or _mixer_patch(h, w), num_blocks=num_blocks,
                          embed_dim=embed_dim).to(dev)

@@ -118,8 +118,8 @@ class FlowBackbone(Flow):
         With autograd on, each coupling's forward, conditioner included, runs as one compiled
         graph whose BatchNorms, GELUs and element-wise arithmetic are fused, forward and backward.
         mixerflow_tiny trains 1.19x faster in float32 and 1.12x with bfloat16 conditioners (see
-        :mod:`~hybridflow.flows.compiled`); the first step compiles, for seconds. Evaluation
-        without autograd keeps the eager path, already fused. A run option, not part of the
+        :mod:`~hybridflow.flows.inference.compiled`); the first step compiles, for seconds.
+        Evaluation without autograd runs eagerly (fast evaluation: :meth:`inference_copy`). A run option, not part of the
         model: ``config`` and checkpoints are unchanged. Where compiling fails (no C++
         compiler), the layers warn once and run eagerly.
 

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Flow", "FlowSequence", "zero_logdet"]

@@ -15,8 +15,10 @@ The unit is the coupling: compiling larger pieces gained nothing more (mixerflow
 bfloat16 conditioners, in turns in one process: 1.13x per coupling, 1.11x per mixer layer, 1.08x
 for the whole flow as one graph, whose cold compile took about 2 minutes).
 
-Evaluation without autograd keeps the eager path, whose folded oneDNN kernels a compiled graph
-cannot use (compiling just the couplings' element-wise tail there gained nothing: 0.99x).
+Evaluation without autograd runs the couplings eagerly: fast evaluation is the inference copy's job
+(:func:`~hybridflow.flows.inference.freeze`), whose folded oneDNN kernels a compiled graph cannot
+use (compiling just the couplings' element-wise tail there gained nothing: 0.99x; the whole copy
+compiles under ``torch.compile``, with ``F.linear`` in place of the oneDNN kernels).
 
 Compiling needs a working C++ compiler and costs seconds on the first step (inductor keeps its
 code in an on-disk cache, so later runs start faster). Where it fails, the layers warn once and
