@@ -154,16 +154,20 @@ class FlowBackbone(Flow):
         image's own evaluation noise (seeded with ``eval_seed``) in evaluation mode, so an
         image's ``log_prob`` depends neither on the call nor on the rest of its batch.
         """
-        kind: NoiseKind = "evaluation" if noise == "uniform" and not self.training else noise
+        kind = self._noise_kind(noise)
         u = dequantize(check_pixels(x, self.input_shape), noise=kind, generator=generator, seed=self.eval_seed)
         dtype, device = self._dtype_device()
         return u.to(device=device, dtype=dtype)
+
+    def _noise_kind(self, noise: NoiseKind) -> NoiseKind:
+        """``"uniform"`` means fresh noise in training and each image's own seeded noise in evaluation."""
+        return "evaluation" if noise == "uniform" and not self.training else noise
 
     def encode(self, x: Tensor, noise: NoiseKind = "uniform",
                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """One pass over integer pixels: the latent ``z`` and ``log p(x)`` in nats (see
         :mod:`~hybridflow.backbones.density`; ``noise`` as in :meth:`dequantize`)."""
-        kind: NoiseKind = "evaluation" if noise == "uniform" and not self.training else noise
+        kind = self._noise_kind(noise)
         return integer_log_prob(self, x, self.input_shape, kind, self.eval_seed, generator)
 
     def log_prob(self, x: Tensor) -> Tensor:
