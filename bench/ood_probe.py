@@ -55,9 +55,10 @@ def train_flow(name: str, images: torch.Tensor, args, tag: str, seed: int = 0) -
 
 
 def ood_table(rows: dict[str, dict]) -> str:
-    lines = [f"{'scorer':<28}{'AUROC':>8}{'AUPR-in':>9}{'AUPR-out':>10}{'FPR95':>8}"]
+    lines = [f"{'scorer':<28}{'AUROC':>8}{'AUPR-in':>9}{'AUPR-out':>10}{'FPR95-in':>10}{'FPR95-out':>11}"]
     for name, m in rows.items():
-        lines.append(f"{name:<28}{m['auroc']:>8.3f}{m['aupr_in']:>9.3f}{m['aupr_out']:>10.3f}{m['fpr95']:>8.3f}")
+        lines.append(f"{name:<28}{m['auroc']:>8.3f}{m['aupr_in']:>9.3f}{m['aupr_out']:>10.3f}"
+                     f"{m['fpr_at_95_tpr_in']:>10.3f}{m['fpr_at_95_tpr_out']:>11.3f}")
     return "\n".join(lines)
 
 

@@ -49,14 +49,14 @@ def main() -> None:
 
     scorers = {name: FlowDensity.from_model(detector.backbone_, scorer=name, X_fit=held_out)
                for name in ("loglik", "typicality", "complexity")}
-    print(f"{'outliers':<12}{'scorer':<12}{'AUROC':>7}{'AUPR-in':>9}{'AUPR-out':>10}{'FPR95':>7}")
+    print(f"{'outliers':<12}{'scorer':<12}{'AUROC':>7}{'AUPR-in':>9}{'AUPR-out':>10}{'FPR95-in':>10}{'FPR95-out':>11}")
     curves = {}
     for set_name, x_out in outliers.items():
         for name, scorer in scorers.items():
             s_in, s_out = scorer.score_samples(x_in), scorer.score_samples(x_out)
             m = evaluate(s_in, s_out)
             print(f"{set_name:<12}{name:<12}{m['auroc']:>7.3f}{m['aupr_in']:>9.3f}{m['aupr_out']:>10.3f}"
-                  f"{m['fpr95']:>7.3f}")
+                  f"{m['fpr_at_95_tpr_in']:>10.3f}{m['fpr_at_95_tpr_out']:>11.3f}")
             if set_name == "digits 5-9":
                 curves[name] = (s_in, s_out)
     out = Path(args.out)

@@ -60,9 +60,11 @@ METHODS = {"ig": "Integrated Gradients", "saliency": "Saliency", "gradshap": "Gr
 Target = Union[int, str]
 
 
-def pixels_to_input(images: Any, image_shape: Sequence[int] | None = None) -> Tensor:
-    """Integer pixels ``(B, C, H, W)`` -> the flow's continuous input ``(x + 0.5) / 256`` (float32)."""
-    return dequantize(as_images(images, image_shape), noise="midpoint")
+def pixels_to_input(images: Any, image_shape: Sequence[int] | None = None, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> Tensor:
+    """Integer pixels ``(B, C, H, W)`` -> the flow's continuous input ``(x + 0.5) / 256`` in ``dtype``
+    on ``device`` (the images' by default)."""
+    return dequantize(as_images(images, image_shape), noise="midpoint", dtype=dtype, device=device)
 
 
 def _split(model: Any) -> tuple[FlowBackbone, Any]:
@@ -125,8 +127,9 @@ class Attribution:
 
 def _baseline(kind: Any, u: Tensor, references: Tensor | None) -> Tensor:
     if isinstance(kind, Tensor):
-        base = pixels_to_input(kind.reshape(-1, *u.shape[1:])) if kind.dtype == torch.uint8 else kind.float()
-        return base.to(u.device).expand_as(u) if len(base) == 1 else base.to(u.device)
+        base = pixels_to_input(kind.reshape(-1, *u.shape[1:])) if kind.dtype == torch.uint8 else kind
+        base = base.to(device=u.device, dtype=u.dtype)
+        return base.expand_as(u) if len(base) == 1 else base
     if kind == "black":
         return torch.full_like(u, 0.5 / NUM_BINS)
     if kind == "mean":
@@ -135,7 +138,7 @@ def _baseline(kind: Any, u: Tensor, references: Tensor | None) -> Tensor:
         return references.mean(0, keepdim=True).expand_as(u).contiguous()
     if kind == "blur":
         c = u.shape[1]
-        kernel = torch.ones(c, 1, 5, 5, device=u.device) / 25.0
+        kernel = torch.full((c, 1, 5, 5), 1 / 25.0, dtype=u.dtype, device=u.device)
         padded = nn.functional.pad(u, (2, 2, 2, 2), mode="replicate")
         return nn.functional.conv2d(padded, kernel, groups=c)
     raise ValueError(f"unknown baseline {kind!r}; choose 'black', 'mean', 'blur' or pass an image tensor")
@@ -166,8 +169,9 @@ def attribute(model: Any, images: Any, target: Target = "predicted", method: str
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
     backbone, hybrid = _split(model)
-    u = pixels_to_input(images, backbone.input_shape).to(backbone._device()).requires_grad_()
-    ref = None if references is None else pixels_to_input(references, backbone.input_shape).to(u.device)
+    dtype, device = backbone._dtype_device()  # a float64 model is explained in float64
+    u = pixels_to_input(images, backbone.input_shape, dtype, device).requires_grad_()
+    ref = None if references is None else pixels_to_input(references, backbone.input_shape, dtype, device)
     owner = hybrid if hybrid is not None else backbone
     was_training = owner.training
     owner.eval()
@@ -210,8 +214,8 @@ def attribute(model: Any, images: Any, target: Target = "predicted", method: str
             if ref is not None:
                 pool = ref
             else:
-                generator = torch.Generator().manual_seed(seed)
-                noise = torch.rand((7, *u.shape[1:]), generator=generator).to(u.device)
+                generator = torch.Generator(device="cpu").manual_seed(seed)  # the same draws on every device
+                noise = torch.rand((7, *u.shape[1:]), generator=generator, device="cpu").to(u.device, u.dtype)
                 pool = torch.cat([torch.full_like(u[:1], 0.5 / NUM_BINS), noise])
             with seeded(seed, u.device):  # captum draws from the global RNG: seed it, restore it after
                 attributions = GradientShap(function).attribute(u, baselines=pool, target=captum_target,

@@ -7,38 +7,38 @@ Example:
     {'patch_size': 2, 'num_layers': 4, 'hidden': 32}
     >>> build_model(name, (1, 8, 8), num_classes=10, lam=1.0, options=options).input_shape
     (1, 8, 8)
+
+Backbone options (``-o key=value`` on the command line) are checked against the backbone
+constructor's type hints before anything is built or loaded:
+
+    >>> check_backbone_options("mixerflow", {"hidden": "abc"})
+    Traceback (most recent call last):
+    ...
+    hybridflow.backbones.options.BackboneOptionError: backbone option hidden='abc' of mixerflow_tiny must be an integer
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import numbers
+from typing import Any, Mapping
 
+from torch import nn
 
-from .backbones import FAMILY_DEFAULTS, backbone_description, backbone_family, create_backbone, list_backbones
+from .backbones import backbone_description, backbone_family, create_backbone, list_backbones
+from .backbones.options import BackboneOptionError, backbone_option_types, check_backbone_options
+from .backbones.registry import UnknownBackboneError, registered_name
 from .hybrid import HybridModel
 from .seeding import seeded
+from .training.config import SettingsError, TrainConfig, check_batch_size
 
-__all__ = ["UnknownBackboneError", "check_backbone_name", "option_family", "fit_options", "build_model",
-           "describe_backbones"]
+__all__ = ["UnknownBackboneError", "BackboneOptionError", "check_backbone_name", "option_family", "fit_options",
+           "build_model", "describe_backbones", "backbone_option_types", "check_backbone_options",
+           "check_backbone_batch_size", "check_train_settings"]
 
-
-class UnknownBackboneError(ValueError):
-    """A backbone name that is neither registered nor a family."""
-
-
-def check_backbone_name(name: str) -> str:
-    """The registered name ``name`` stands for (a family picks its default), or an
-    :class:`UnknownBackboneError` listing the choices.
-
-    Example:
-        >>> check_backbone_name("glow")
-        'glow_tiny'
-    """
-    key = FAMILY_DEFAULTS.get(name, name)
-    if key not in list_backbones():
-        raise UnknownBackboneError(f"unknown backbone {name!r}: choose one of {', '.join(list_backbones())} "
-                                   f"(or a family: {', '.join(FAMILY_DEFAULTS)}); see `hybridflow backbones`")
-    return key
+#: The registered name a backbone name stands for (a family picks its default), or an
+#: :class:`UnknownBackboneError` listing the choices.
+check_backbone_name = registered_name
 
 
 def option_family(name: str) -> str:
@@ -97,3 +97,74 @@ def describe_backbones(pattern: str | None = None, count_params: bool = False) -
             row.update(input_shape=list(flow.input_shape), params=flow.num_params)
         rows.append(row)
     return rows
+
+
+def check_backbone_batch_size(name: str, options: Mapping[str, Any], batch_size: int) -> None:
+    """Refuse (``SettingsError``) a batch size backbone ``name`` with ``options`` cannot train on:
+    one image where its conditioners hold BatchNorm layers (see
+    :func:`~hybridflow.training.config.check_batch_size`). Cheap for ``batch_size >= 2``; for 1
+    the backbone is built at its default image shape to see (if the options do not fit that
+    shape, the check is left to :func:`~hybridflow.training.train`).
+
+    Example:
+        >>> check_backbone_batch_size("glow_tiny", {"hidden": 8, "num_steps": 1}, 1)  # ActNorm only: fine
+        >>> check_backbone_batch_size("mixerflow_tiny", {"num_layers": 1}, 1)
+        Traceback (most recent call last):
+        ...
+        hybridflow.training.config.SettingsError: batch_size must be at least 2 for a model with BatchNorm layers (BatchNorm1d), got 1
+    """
+    if isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool) and batch_size >= 2:
+        return
+    key = check_backbone_name(name)
+    try:
+        with seeded(0):
+            flow = create_backbone(key, **check_backbone_options(key, options))
+    except (ValueError, TypeError):
+        flow = None
+    check_batch_size(flow if flow is not None else nn.Identity(), batch_size)
+
+
+def _number(settings: Mapping[str, Any], key: str, low: float, high: float | None = None,
+            low_open: bool = False) -> None:
+    value = settings.get(key)
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and (high is None or value <= high))
+    if not ok:
+        where = f"in ({low:g}, {high:g}]" if high is not None else f"{'>' if low_open else '>='} {low:g}"
+        raise SettingsError(f"training setting {key} must be a finite number {where}, got {value!r}")
+
+
+def check_train_settings(settings: Mapping[str, Any], device: str = "auto") -> dict[str, Any]:
+    """Check a training run's merged settings (the keys of :data:`hybridflow.runs.TRAIN_DEFAULTS`
+    plus ``backbone_options``) before any data loads; returns the backbone options checked
+    against their types. Raises :class:`UnknownBackboneError`, :class:`BackboneOptionError`,
+    ``SettingsError`` (non-finite ``lr``/``lam``, ``batch_size`` 1 with BatchNorm...) or
+    ``DeviceError``, each naming the setting.
+
+    Example:
+        >>> from hybridflow.runs import TRAIN_DEFAULTS
+        >>> check_train_settings({**TRAIN_DEFAULTS, "lam": float("nan")})
+        Traceback (most recent call last):
+        ...
+        hybridflow.training.config.SettingsError: training setting lam must be a finite number >= 0, got nan
+    """
+    from .training.distributed import resolve_device
+
+    name = check_backbone_name(settings["backbone"])
+    options = check_backbone_options(name, settings.get("backbone_options") or {})
+    _number(settings, "lam", 0.0)
+    if settings.get("labelled_fraction") is not None:
+        _number(settings, "labelled_fraction", 0.0, 1.0, low_open=True)
+    for key in ("limit", "val_limit"):
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise SettingsError(f"training setting {key} must be a positive integer or None, got {value!r}")
+    resolve_device(device)
+    # the same fields train_run hands to TrainConfig, so their checks (with the field's name) run now
+    TrainConfig(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+                betas=tuple(settings["betas"]), warmup_steps=settings["warmup_steps"],
+                grad_clip=settings["grad_clip"], ema_decay=settings["ema_decay"], log_every=settings["log_every"],
+                eval_every=settings["eval_every"], checkpoint_every=settings["checkpoint_every"],
+                seed=settings["seed"], device=device, progress=False)
+    check_backbone_batch_size(name, options, settings["batch_size"])
+    return options

@@ -240,7 +240,7 @@ class HybridModel(nn.Module):
         bpd = bits_per_dim(log_prob, self.num_dims)
         logits = self.head(self._features(z))
         if y is None:
-            y = torch.full((len(x),), -1, dtype=torch.int64)
+            y = torch.full((len(x),), -1, dtype=torch.int64, device=logits.device)
         y = self._check_targets(y, len(x), logits.device)
         labelled = y >= 0
         # Unlabelled rows get a dummy target and their CE is masked to exactly 0 (torch.where also

@@ -1,5 +1,8 @@
 """The probe workflow (``hybridflow probe``): train backbones by maximum likelihood, freeze them
-and compare linear probes on their latents against the raw pixels (the paper's Table 7 protocol).
+and compare linear probes on their features against the raw pixels (the paper's Table 7
+protocol). The features are :mod:`hybridflow.features`' sets: by default the latents at every
+depth and the conditioners' pooled hidden units, ``"latent"`` for the flattened final latent;
+several sets give one row each.
 
 :func:`run_probe` does the whole job and returns a :class:`ProbeReport` (one
 :class:`~hybridflow.probe.ProbeResult` per feature set, and what was trained or loaded); the
@@ -9,7 +12,7 @@ Example:
     >>> report = run_probe(["mixerflow"], steps=0, limit=200, test_limit=60, seeds=1, pixels=False,
     ...                    options=dict(num_layers=1, hidden=8, steps=1), progress=False, log=lambda m: None)
     >>> list(report.results), report.models[0]["options"]["patch_size"]
-    (['mixerflow_tiny'], 2)
+    (['mixerflow_tiny (depths+hidden)'], 2)
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-
 from .data import ImageData
+from .features import DEFAULT_FEATURES, check_features
 from .factory import build_model, check_backbone_name, fit_options
 from .hybrid import HybridModel
 from .probe import ProbeResult, compare_probes, embed_images, format_table, raw_pixel_features
@@ -45,7 +47,8 @@ class ProbeReport:
         seeds: the probe seeds.
         models: one dict per trained backbone or loaded checkpoint (name, backbone, parameters,
             test bits/dim; for a trained one its options, steps, lam and training seconds).
-        results: feature-set name -> :class:`~hybridflow.probe.ProbeResult`, the raw pixels first.
+        results: row name -> :class:`~hybridflow.probe.ProbeResult`, the raw pixels first, then
+            ``"<model> (<features>)"`` for each model and feature set.
         elapsed_s: seconds the whole workflow took.
     """
 
@@ -77,9 +80,20 @@ class ProbeReport:
                     results=[r.as_dict() for r in self.results.values()], elapsed_s=round(self.elapsed_s, 1))
 
 
-def _features(model: HybridModel, train_data: ImageData, test_data: ImageData,
-              pooled: bool) -> tuple[np.ndarray, np.ndarray]:
-    return embed_images(model, train_data.images, pooled=pooled), embed_images(model, test_data.images, pooled=pooled)
+def _add_features(rows: dict[str, tuple[Any, Any]], label: str, model: HybridModel, train_data: ImageData,
+                  test_data: ImageData, feature_sets: Sequence[str]) -> None:
+    for name in feature_sets:
+        rows[f"{label} ({name})"] = (embed_images(model, train_data.images, features=name),
+                                     embed_images(model, test_data.images, features=name))
+
+
+def _feature_sets(features: str | Sequence[str] | None, pooled: bool) -> list[str]:
+    chosen = [features] if isinstance(features, str) else list(features or [DEFAULT_FEATURES])
+    if pooled and "pooled" not in chosen:
+        chosen = ["pooled"] if features is None else [*chosen, "pooled"]
+    if not chosen:
+        raise RequestError("features is empty: name at least one feature set")
+    return list(dict.fromkeys(check_features(name) for name in chosen))
 
 
 def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[str | Path] = (),
@@ -88,17 +102,22 @@ def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[s
               test_limit: int | None = None, seeds: int = 3, options: Mapping[str, Any] | None = None,
               full_size: bool = False, pooled: bool = False, pixels: bool = True, out_dir: str | Path | None = None,
               seed: int = 0, device: str = "auto", progress: bool = True,
-              log: Callable[[str], None] | None = None) -> ProbeReport:
+              log: Callable[[str], None] | None = None, features: str | Sequence[str] | None = None,
+              max_seconds: float | None = None) -> ProbeReport:
     """Train each of ``backbones`` for ``steps`` steps (``lam=0``: maximum likelihood), load each of
     ``checkpoints``, and fit linear probes on their frozen latents and on the raw pixels.
 
     The data is ``dataset`` (default: the first checkpoint's, else the embedded digits), with
-    ``limit`` training and ``test_limit`` test images; both splits must be fully labelled. On
+    ``limit`` training and ``test_limit`` test images; both splits must be fully labelled.
+    ``features`` names one feature set or several (:data:`~hybridflow.features.FEATURE_SETS`;
+    default :data:`~hybridflow.features.DEFAULT_FEATURES`; ``pooled=True`` adds ``"pooled"``);
+    ``max_seconds`` stops each backbone's training early (equal wall-clock budgets). On
     images of 16 pixels or fewer a side the backbones get light settings (4 layers or steps,
     width 32) unless ``full_size``; ``options`` override them for every trained backbone.
     ``seeds`` probe seeds from ``seed`` on; ``out_dir`` saves each trained backbone as a
     checkpoint; ``pixels=False`` leaves out the raw-pixel row. Progress notes go to ``log``
-    (default: this module's logger), training progress bars to stderr unless ``progress=False``.
+    (default: this module's logger), one line per probe fit among them; training progress bars
+    go to stderr unless ``progress=False``.
     Evaluation and embeddings come from inference copies (:func:`~hybridflow.training.evaluate_model`,
     :func:`~hybridflow.probe.embed_images`).
 
@@ -107,6 +126,10 @@ def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[s
     started = time.perf_counter()
     log = log or logger.info
     names = [check_backbone_name(b) for b in backbones]
+    try:
+        feature_sets = _feature_sets(features, pooled)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
     loaded = [load_model(path, device) + (path,) for path in checkpoints]
     run = loaded[0][2] if loaded else {}
     spec = data_spec_from_run(run, dataset, data_root, download, limit, seed)
@@ -119,9 +142,9 @@ def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[s
     report = ProbeReport(spec.name, tuple(train_data.image_shape), len(train_data), len(test_data), seed_list, [],
                          {}, 0.0)
     log(report.header)
-    features: dict[str, tuple[Any, Any]] = {}
+    rows: dict[str, tuple[Any, Any]] = {}
     if pixels:
-        features["raw pixels"] = (raw_pixel_features(train_data.images), raw_pixel_features(test_data.images))
+        rows["raw pixels"] = (raw_pixel_features(train_data.images), raw_pixel_features(test_data.images))
     _, h, w = train_data.image_shape
     small = max(h, w) <= 16 and not full_size
     for index, name in enumerate(names):
@@ -134,14 +157,15 @@ def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[s
         model = model.to(resolve_device(device))
         if steps > 0:
             config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                                 warmup_steps=min(20, steps // 10), log_every=max(1, steps // 4), progress=progress)
+                                 warmup_steps=min(20, steps // 10), log_every=max(1, steps // 4), progress=progress,
+                                 max_seconds=max_seconds)
             train(model, train_data, config)
         seconds = time.perf_counter() - t0
         test_bpd = evaluate_model(model, test_data)["bits_per_dim"]
         label = name if names.count(name) == 1 else f"{name} #{index + 1}"
         if out_dir:
             save_checkpoint(model.cpu(), Path(out_dir) / label.replace(" #", "-"))
-        features[label] = _features(model, train_data, test_data, pooled)
+        _add_features(rows, label, model, train_data, test_data, feature_sets)
         report.models.append(dict(name=label, backbone=name, options=fitted, params=model.backbone.num_params,
                                   steps=steps, lam=lam, train_seconds=round(seconds, 1), test_bits_per_dim=test_bpd))
         log(f"  {label}: {seconds:.0f} s, test {test_bpd:.3f} bits/dim")
@@ -149,12 +173,13 @@ def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[s
         check_data_shape(model, train_data, spec.name)
         label = f"checkpoint {Path(path).name}"
         test_bpd = evaluate_model(model, test_data)["bits_per_dim"]
-        features[label] = _features(model, train_data, test_data, pooled)
+        _add_features(rows, label, model, train_data, test_data, feature_sets)
         report.models.append(dict(name=label, backbone=model.config()["backbone"], checkpoint=str(directory),
                                   params=model.backbone.num_params, test_bits_per_dim=test_bpd))
-    if not features:
+    if not rows:
         raise RequestError("nothing to probe: give a --backbone or a --checkpoint (or drop --no-pixels)")
-    log("fitting the probes")
-    report.results = compare_probes(features, train_data.labels, test_data.labels, seeds=tuple(seed_list))
+    log(f"fitting the probes: {len(rows)} feature set{'s' if len(rows) > 1 else ''} x {len(seed_list)} "
+        f"seed{'s' if len(seed_list) > 1 else ''}")
+    report.results = compare_probes(rows, train_data.labels, test_data.labels, seeds=tuple(seed_list), log=log)
     report.elapsed_s = time.perf_counter() - started
     return report

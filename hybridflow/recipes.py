@@ -1,7 +1,10 @@
-"""Recipes: one TOML file per experiment (``recipes/*.toml``), with a ``[paper]`` and a ``[cpu]`` table.
+"""Recipes: one TOML file per experiment, with a ``[paper]`` and a ``[cpu]`` table.
 
-A recipe's top-level settings hold for both scales; the chosen scale's table overrides them. Keys
-are checked against :data:`RECIPE_KEYS`, so a typo never silently does nothing.
+The recipes ship inside the package (``hybridflow/recipe_files/*.toml``, read through
+:mod:`importlib.resources`), so ``--recipe NAME`` works from a plain wheel in any directory; a
+``./recipes/NAME.toml`` beside the user shadows the packaged recipe of the same name. A recipe's
+top-level settings hold for both scales; the chosen scale's table overrides them. Keys are checked
+against :data:`RECIPE_KEYS`, so a typo never silently does nothing.
 
 Example:
     >>> import tempfile
@@ -14,12 +17,13 @@ Example:
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 __all__ = ["RECIPE_KEYS", "RECIPE_META", "SCALES", "RecipeError", "find_recipe", "list_recipes", "load_recipe",
-           "recipe_dirs"]
+           "packaged_recipe_dir", "recipe_dirs"]
 
 #: Settings a recipe (or its ``[paper]`` / ``[cpu]`` table) may hold.
 RECIPE_KEYS = {
@@ -37,9 +41,21 @@ class RecipeError(ValueError):
     """A recipe that cannot be found or read: a missing file, bad TOML, an unknown key or scale."""
 
 
+def packaged_recipe_dir() -> Path:
+    """The folder of the recipes shipped with the package (``hybridflow/recipe_files``).
+
+    Example:
+        >>> (packaged_recipe_dir() / "mnist_density.toml").is_file()
+        True
+    """
+    # A wheel is installed unpacked, so the resource folder is a real directory; Path() also gives
+    # the user a path to print and to copy from.
+    return Path(str(files(__package__ or "hybridflow").joinpath("recipe_files")))
+
+
 def recipe_dirs() -> list[Path]:
-    """Where recipes are looked for: ``./recipes``, then the ``recipes/`` beside the package."""
-    return [Path.cwd() / "recipes", Path(__file__).resolve().parents[1] / "recipes"]
+    """Where recipes are looked for: ``./recipes`` (the user's own), then :func:`packaged_recipe_dir`."""
+    return [Path.cwd() / "recipes", packaged_recipe_dir()]
 
 
 def find_recipe(name: str | Path) -> Path:

@@ -14,8 +14,8 @@ Example:
     ('digits', 'global')
 
 The workflows of the commands that work on one run live here too: :func:`train_run` (``hybridflow
-train``), :func:`evaluate_run` (``eval``), :func:`sample_run` (``sample``) and :func:`explain_run`
-(``explain``); ``probe`` and ``ood`` have theirs in :mod:`hybridflow.probing` and
+train``), :func:`evaluate_run` (``eval``) and :func:`sample_run` (``sample``); ``explain``, ``probe``
+and ``ood`` have theirs in :mod:`hybridflow.explaining`, :mod:`hybridflow.probing` and
 :mod:`hybridflow.ood.report`.
 """
 
@@ -25,25 +25,25 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import torch
 
 from .data import DataSpec, ImageData, check_dataset_name, dataset_key, keep_labels
-from .explain import Attribution, explain
-from .factory import build_model, check_backbone_name, fit_options
-from .flows import freeze
+from .factory import build_model, check_backbone_name, check_train_settings, fit_options
 from .hybrid import HybridModel
-from .plots import plot_attributions, plot_training_curves, save_image_grid
+from .pretrained import resolve_model_path
+from .plots import plot_training_curves, save_image_grid
 from .recipes import load_recipe
-from .training import TrainConfig, TrainResult, evaluate_model, find_checkpoint, load_checkpoint, resolve_device, train
+from .training import TrainConfig, TrainResult, atomic_write_bytes, evaluate_model, find_checkpoint, load_checkpoint
+from .training import resolve_device, train
 
-__all__ = ["RUN_FILE", "TRAIN_DEFAULTS", "CheckpointNotFoundError", "RunFolderError", "DataShapeError",
+__all__ = ["RUN_FILE", "TRAIN_DEFAULTS", "CheckpointNotFoundError", "RunFolderError", "RunFileError", "DataShapeError",
            "RequestError", "TrainingInterrupted", "json_default", "find_run", "write_run_file", "default_run_folder",
            "prepare_run_folder", "load_model", "data_spec_from_run", "check_data_shape", "sample_images",
-           "TrainedRun", "train_run", "evaluate_run", "sample_run", "Explanation", "explain_run"]
+           "TrainedRun", "train_run", "evaluate_run", "sample_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 class RunFolderError(ValueError):
     """A run folder that does not fit the request: nothing to resume, or a run already there."""
+
+
+class RunFileError(ValueError):
+    """A ``run.json`` that is damaged (not JSON, or not a JSON object) or, for a resume, missing."""
 
 
 class DataShapeError(ValueError):
@@ -98,23 +102,30 @@ def json_default(value: Any) -> Any:
 
 def find_run(checkpoint_dir: str | Path) -> dict[str, Any]:
     """The ``run.json`` a training run wrote beside its checkpoints, looked for in ``checkpoint_dir``
-    and up to three folders above it (``{}`` if none, or if it is damaged)."""
+    and up to three folders above it (``{}`` if none). A damaged one raises :class:`RunFileError`
+    naming it: a model rebuilt from default settings would be another model."""
     checkpoint_dir = Path(checkpoint_dir)
     for folder in [checkpoint_dir, *list(checkpoint_dir.parents)[:3]]:
         path = folder / RUN_FILE
         if path.is_file():
             try:
-                return json.loads(path.read_text())
-            except ValueError:
-                return {}
+                run = json.loads(path.read_bytes())
+            except (OSError, ValueError) as error:
+                run = error
+            if not isinstance(run, dict):
+                why = run if isinstance(run, Exception) else f"a JSON {type(run).__name__}, not an object"
+                raise RunFileError(f"{path} is damaged ({why}): it holds the run's settings; restore it or start "
+                                   "a new run")
+            return run
     return {}
 
 
 def write_run_file(out_dir: str | Path, run: dict[str, Any]) -> Path:
-    """Write ``run`` as ``<out_dir>/run.json`` (the folder is created); returns its path."""
+    """Write ``run`` as ``<out_dir>/run.json`` (folder created) atomically, like the checkpoints:
+    a crash leaves the old file or the new one, never half of one. Returns its path."""
     path = Path(out_dir) / RUN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run, indent=1, default=json_default))
+    atomic_write_bytes(path, json.dumps(run, indent=1, default=json_default).encode())
     return path
 
 
@@ -146,7 +157,9 @@ def prepare_run_folder(out_dir: str | Path, resume: bool, overwrite: bool) -> No
 
 def load_model(path: str | Path, device: str = "auto", ema: bool = False) -> tuple[HybridModel, Path, dict[str, Any]]:
     """``(model, checkpoint directory, run settings)`` from a run folder or a checkpoint
-    (:class:`CheckpointNotFoundError` when ``path`` does not exist; ``ema``: the EMA weights)."""
+    (:class:`CheckpointNotFoundError` when ``path`` does not exist; ``ema``: the EMA weights);
+    ``pretrained:<name>`` loads a model shipped in the package."""
+    path = resolve_model_path(path)
     if not Path(path).exists():
         raise CheckpointNotFoundError(f"checkpoint not found: {path} does not exist")
     directory = find_checkpoint(path)
@@ -243,11 +256,15 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
         raise ValueError(f"unknown training settings {unknown}: choose from {', '.join(TRAIN_DEFAULTS)}")
     recipe_settings, meta = ({}, {}) if recipe is None else load_recipe(recipe, scale)
     out_path = Path(out_dir) if out_dir else None
+    if resume and out_path is not None and out_path.is_dir() and not (out_path / RUN_FILE).is_file():
+        # the model is rebuilt from the saved settings: never from defaults
+        raise RunFileError(f"cannot resume {out_path}: {out_path / RUN_FILE} is missing (it holds the run's settings)")
     saved_run = find_run(out_path) if (resume and out_path is not None) else {}
     settings = dict(TRAIN_DEFAULTS)
     for source in (saved_run.get("settings", {}), recipe_settings, options or {}):
         settings.update(source)
     settings["backbone_options"] = {**settings.get("backbone_options", {}), **(backbone_options or {})}
+    settings["backbone_options"] = check_train_settings(settings, device)  # refused before any data loads
     name = check_backbone_name(settings["backbone"])
     check_dataset_name(settings["dataset"])
     if out_path is None:
@@ -316,68 +333,3 @@ def sample_run(checkpoint: str | Path, count: int = 64, temperature: float = 0.7
     path = save_image_grid(images, out_path, nrow=nrow)
     return dict(path=str(path), n=count, temperature=temperature, checkpoint=str(directory),
                 mean_pixel=float(images.float().mean()), unshuffled=bool(run.get("data", {}).get("shuffle")))
-
-
-@dataclass
-class Explanation:
-    """What :func:`explain_run` returns: the image's label and prediction, its bits/dim, one row per
-    method and target (``f(x)``, the attributions' sum and, for Integrated Gradients, ``f(baseline)``
-    and the completeness error), the heat-map file and a one-line title."""
-
-    dataset: str
-    index: int
-    label: int
-    predicted: int
-    probability: float
-    bits_per_dim: float
-    attributions: list[dict[str, Any]]
-    path: str
-    checkpoint: str
-    title: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: every field but the title."""
-        return {k: v for k, v in asdict(self).items() if k != "title"}
-
-
-def _attribution_row(name: str, a: Attribution) -> dict[str, Any]:
-    row = dict(name=name, method=a.method, target=a.target, value=float(a.values[0]), sum=float(a.attributions.sum()))
-    if a.delta is not None:
-        row.update(baseline_value=float(a.baseline_values[0]), completeness_error=float(a.delta[0]))
-    return row
-
-
-def explain_run(checkpoint: str | Path, index: int = 0, dataset: str | None = None, data_root: str | None = None,
-                download: bool = False, methods: Sequence[str] = ("ig", "saliency"),
-                targets: Sequence[int | str] = ("predicted", "nll"), baseline: str = "black", ig_steps: int = 64,
-                out_path: str | Path | None = None, device: str = "auto") -> Explanation:
-    """Explain test image ``index`` of a trained run's dataset (or ``dataset``) with captum
-    (:func:`hybridflow.explain.explain`) and save the image beside one heat-map per method and
-    target (default ``explain-<dataset>-<index>.png``). ``baseline="mean"`` averages 512 training
-    images. The prediction and bits/dim come from an inference copy (:func:`hybridflow.freeze`).
-    """
-    model, directory, run = load_model(checkpoint, device)
-    spec = data_spec_from_run(run, dataset, data_root, download, None)
-    data = spec.load(train=False)
-    check_data_shape(model, data, spec.name)
-    if index >= len(data):
-        raise RequestError(f"--index {index} is out of range: the {spec.name} test split has {len(data)} images")
-    for t in targets:
-        if isinstance(t, int) and not 0 <= t < model.num_classes:
-            raise RequestError(f"class {t} is out of range: the model has {model.num_classes} classes")
-    image = data.images[index]
-    references = replace(spec, limit=512).load(train=True).images if baseline == "mean" else None
-    maps = explain(model, image, methods=list(methods), targets=list(targets), baseline=baseline,
-                   references=references, n_steps=ig_steps)
-    fast = freeze(model)
-    with torch.no_grad():
-        probs = fast.predict_proba(image[None])[0]
-        bpd = float(fast.bits_per_dim(image[None])[0])
-    predicted, label = int(probs.argmax()), int(data.labels[index])
-    names = data.classes or [str(k) for k in range(model.num_classes)]
-    title = (f"{spec.name} test #{index}" + (f" (label {names[label]})" if label >= 0 else "")
-             + f": predicted {names[predicted]} (p={float(probs[predicted]):.2f}), {bpd:.2f} bits/dim")
-    path = plot_attributions(image, {k: a.attributions[0] for k, a in maps.items()},
-                             out_path or f"explain-{dataset_key(Path(spec.name).stem)}-{index}.png", title=title)
-    return Explanation(spec.name, index, label, predicted, float(probs[predicted]), bpd,
-                       [_attribution_row(k, a) for k, a in maps.items()], str(path), str(directory), title)

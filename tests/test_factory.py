@@ -58,3 +58,28 @@ def test_describe_backbones():
     counted = describe_backbones("glow_tiny", count_params=True)[0]
     assert counted["params"] > 0 and len(counted["input_shape"]) == 3
     assert describe_backbones("zzz*") == []
+
+
+def test_check_backbone_options_types_each_value_and_names_the_key():
+    from hybridflow.factory import BackboneOptionError, backbone_option_types, check_backbone_options
+
+    assert backbone_option_types("mixerflow")["hidden"] is int and "input_shape" not in backbone_option_types("glow")
+    assert check_backbone_options("mixerflow", {"patch_size": [2, 2], "shift": None, "num_bins": 5}) == \
+        {"patch_size": (2, 2), "shift": None, "num_bins": 5}  # a coupling option passes through
+    for options, words in [({"hidden": "abc"}, "hidden='abc' of mixerflow_tiny must be an integer"),
+                           ({"linear": "X"}, "one of 'LU', 'RLU'"), ({"hidden": True}, "hidden=True"),
+                           ({"patch_size": [2]}, "a list of 2 integers"), ({"input_shape": (1, 8, 8)}, "input_shape")]:
+        with pytest.raises(BackboneOptionError, match=words):
+            check_backbone_options("mixerflow", options)
+    with pytest.raises(UnknownBackboneError):
+        check_backbone_options("resnet", {})
+
+
+def test_check_backbone_batch_size_builds_only_for_a_batch_of_one():
+    from hybridflow.factory import check_backbone_batch_size
+    from hybridflow.training.config import SettingsError
+
+    check_backbone_batch_size("mixerflow_cifar10", {}, 64)  # cheap: nothing built
+    check_backbone_batch_size("glow_tiny", dict(hidden=8, num_steps=1), 1)
+    with pytest.raises(SettingsError, match="at least 2"):
+        check_backbone_batch_size("mixerflow_tiny", dict(num_layers=1, hidden=8, steps=1), 1)

@@ -13,6 +13,8 @@ from threadpoolctl import threadpool_limits
 
 from hybridflow import create_backbone
 from hybridflow.data import load_digits_data
+from hybridflow.features import DEFAULT_FEATURES, flow_features
+from hybridflow.probe import _fit_path
 from hybridflow.probe import (
     ProbeResult, compare_probes, embed_images, format_table, linear_probe, raw_pixel_features, timm_mixer_features,
 )
@@ -117,7 +119,7 @@ def test_embed_images_batched_and_restores_mode(digits):
     x = digits[0].images[:70]
     flow.train()
     flow.bits_per_dim(x).mean().backward()  # initialise ActNorm so the embedding is not the identity
-    feats = embed_images(flow, x, batch_size=32)
+    feats = embed_images(flow, x, batch_size=32, features="latent")
     assert flow.training
     assert feats.shape == (70, 64) and feats.dtype == np.float32
     flow.eval()
@@ -128,6 +130,18 @@ def test_embed_images_batched_and_restores_mode(digits):
         embed_images(object(), x)
 
 
+def test_embed_images_default_is_the_default_feature_set(digits):
+    flow = create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=16,
+                           steps=1)
+    x = digits[0].images[:9]
+    np.testing.assert_array_equal(embed_images(flow, x), flow_features(flow, x, DEFAULT_FEATURES))
+    assert embed_images(flow, x, features="depths").shape == (9, 2 * 64)
+    with pytest.raises(ValueError, match="pooled=True"):
+        embed_images(flow, x, pooled=True, features="hidden")
+    with pytest.raises(ValueError, match="unknown features"):
+        embed_images(flow, x, features="pixels")
+
+
 def test_embed_images_of_a_hybrid_model_uses_its_backbone(digits):
     hybrid = pytest.importorskip("hybridflow.hybrid")
     model = hybrid.HybridModel("mixerflow_tiny", num_classes=10, input_shape=(1, 8, 8), patch_size=2,
@@ -135,6 +149,28 @@ def test_embed_images_of_a_hybrid_model_uses_its_backbone(digits):
     x = digits[0].images[:6]
     np.testing.assert_allclose(embed_images(model, x), embed_images(model.backbone, x))
     assert embed_images(model, x, pooled=True).shape == (6, 4)
+
+
+def test_warm_started_path_matches_cold_fits(digits):
+    """Each C of the validation path (warm-started, capped iterations) gives the cold fit's predictions."""
+    train, _ = digits
+    x, y = raw_pixel_features(train.images[:600]), train.labels[:600].numpy()
+    cs = [0.01, 0.1, 1.0]
+    path = _fit_path(x, y, cs, max_iter=300)
+    with threadpool_limits(1, "blas"):
+        for C, model in zip(cs, path):
+            cold = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000)).fit(x, y)
+            # the same optimum to lbfgs' tolerance: probabilities within 0.01, the same predictions
+            np.testing.assert_allclose(model.predict_proba(x), cold.predict_proba(x), atol=1e-2)
+            assert np.mean(model.predict(x) == cold.predict(x)) >= 0.995
+
+
+def test_probe_logs_one_line_per_seed():
+    (x_train, y_train), (x_test, y_test) = blobs(60, 0), blobs(30, 1)
+    lines: list[str] = []
+    linear_probe(x_train, y_train, x_test, y_test, seeds=(0, 1), Cs=FAST_CS, name="blobs", log=lines.append)
+    assert len(lines) == 2 and lines[0].startswith("  probe blobs (5 dims), seed 0: C=")
+    assert "test accuracy 100.00%" in lines[1]
 
 
 def test_timm_mixer_features(digits):

@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from hybridflow.data import DataSpec
+from hybridflow.features import DEFAULT_FEATURES
 from hybridflow.probe import embed_images, linear_probe, raw_pixel_features
 from hybridflow.probing import ProbeReport, run_probe
 from hybridflow.runs import RequestError, load_model
 from hybridflow.training import evaluate_model
 
 TINY = dict(num_layers=1, hidden=8, steps=1)
+ROW = f"mixerflow_tiny ({DEFAULT_FEATURES})"
 SIZES = dict(limit=300, test_limit=100, seeds=2, seed=0)
 
 
@@ -46,7 +48,7 @@ def test_raw_pixel_row_is_linear_probe_on_the_pixels(probed, splits):
     row = report.results["raw pixels"]
     assert row.accuracies == direct.accuracies and row.log_losses == direct.log_losses
     assert row.chosen_Cs == direct.chosen_Cs and row.dim == 64
-    assert list(report.results) == ["raw pixels", "mixerflow_tiny"]
+    assert list(report.results) == ["raw pixels", ROW]
 
 
 def test_model_row_is_the_probe_of_the_saved_model(probed, splits):
@@ -59,8 +61,11 @@ def test_model_row_is_the_probe_of_the_saved_model(probed, splits):
     assert info["test_bits_per_dim"] == pytest.approx(evaluate_model(model, test)["bits_per_dim"], abs=1e-6)
     direct = linear_probe(embed_images(model, train.images), train.labels, embed_images(model, test.images),
                           test.labels, seeds=(0, 1))
-    assert report.results["mixerflow_tiny"].accuracies == pytest.approx(direct.accuracies)
-    assert messages[0] == report.header and messages[-1] == "fitting the probes"
+    assert report.results[ROW].accuracies == pytest.approx(direct.accuracies)
+    assert messages[0] == report.header and "fitting the probes: 2 feature sets x 2 seeds" in messages
+    # progress while fitting: one line per probe and seed, after the announcement
+    fits = messages[messages.index("fitting the probes: 2 feature sets x 2 seeds") + 1:]
+    assert len(fits) == 4 and fits[0].startswith("  probe raw pixels (64 dims), seed 0: C=")
     assert any(m.startswith("training mixerflow_tiny (") for m in messages)
 
 
@@ -74,20 +79,34 @@ def test_report_summaries(probed):
     assert list(payload) == ["dataset", "image_shape", "n_train", "n_test", "seeds", "models", "results",
                              "elapsed_s"]
     assert payload["image_shape"] == [1, 8, 8] and payload["seeds"] == [0, 1] and report.elapsed_s > 0
-    assert [r["name"] for r in payload["results"]] == ["raw pixels", "mixerflow_tiny"]
+    assert [r["name"] for r in payload["results"]] == ["raw pixels", ROW]
 
 
 def test_checkpoints_only_and_repeated_backbones(probed):
     _, _, out = probed
     report = run_probe((), [out / "mixerflow_tiny"], limit=120, test_limit=60, seeds=1, pixels=False,
                        log=lambda m: None)
-    assert list(report.results) == ["checkpoint mixerflow_tiny"] and report.dataset == "digits"
+    assert list(report.results) == [f"checkpoint mixerflow_tiny ({DEFAULT_FEATURES})"] and report.dataset == "digits"
     assert report.models[0]["backbone"] == "mixerflow_tiny" and "checkpoint" in report.models[0]
     twice = run_probe(["mixerflow", "mixerflow"], steps=0, options=TINY, limit=120, test_limit=60, seeds=1,
                       pixels=False, log=lambda m: None)
-    assert list(twice.results) == ["mixerflow_tiny #1", "mixerflow_tiny #2"]
+    rows = [f"mixerflow_tiny #1 ({DEFAULT_FEATURES})", f"mixerflow_tiny #2 ({DEFAULT_FEATURES})"]
+    assert list(twice.results) == rows
     # the same seed builds the same weights: the two rows agree
-    assert twice.results["mixerflow_tiny #1"].accuracies == twice.results["mixerflow_tiny #2"].accuracies
+    assert twice.results[rows[0]].accuracies == twice.results[rows[1]].accuracies
+
+
+def test_several_feature_sets_give_one_row_each(splits):
+    train, test = splits
+    report = run_probe(["mixerflow"], steps=0, options=TINY, limit=300, test_limit=100, seeds=1, pixels=False,
+                       features=["latent", "hidden", "latent"], log=lambda m: None)
+    assert list(report.results) == ["mixerflow_tiny (latent)", "mixerflow_tiny (hidden)"]
+    assert report.results["mixerflow_tiny (latent)"].dim == 64
+    pooled = run_probe(["mixerflow"], steps=0, options=TINY, limit=120, test_limit=60, seeds=1, pixels=False,
+                       pooled=True, log=lambda m: None)
+    assert list(pooled.results) == ["mixerflow_tiny (pooled)"]
+    with pytest.raises(RequestError, match="unknown features 'pixels'"):
+        run_probe(["mixerflow"], steps=0, options=TINY, limit=60, features="pixels", log=lambda m: None)
 
 
 def test_requests_that_cannot_be_met(tmp_path):

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from hybridflow.data import EXTERNAL_DATASETS
-from hybridflow.recipes import RECIPE_KEYS, RecipeError, find_recipe, list_recipes, load_recipe
+import hybridflow
+from hybridflow.recipes import RECIPE_KEYS, RecipeError, find_recipe, list_recipes, load_recipe, packaged_recipe_dir
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = packaged_recipe_dir()
 
 
 def test_shipped_recipes_are_complete_and_valid():
@@ -77,3 +78,21 @@ def test_find_by_name_and_list(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mine = {r["name"]: r for r in list_recipes()}["mnist_density"]
     assert mine["reproduces"] == "mine" and Path(mine["path"]).parent == tmp_path / "recipes"
+
+
+def test_the_recipes_ship_inside_the_package_in_one_copy():
+    """A wheel holds only the package, so the recipes live there; the top-level recipes/ (what a
+    reader of the repository browses) points there and holds no second copy that could drift."""
+    assert RECIPES == Path(hybridflow.__file__).resolve().parent / "recipe_files"
+    assert len(list(RECIPES.glob("*.toml"))) >= 10
+    top_level = Path(__file__).resolve().parents[1] / "recipes"
+    assert sorted(top_level.glob("*.toml")) == [], "recipes belong in hybridflow/recipe_files/"
+    assert "hybridflow/recipe_files" in (top_level / "README.md").read_text()
+
+
+def test_recipes_are_found_by_name_outside_the_source_tree(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_recipe("mnist_density") == RECIPES / "mnist_density.toml"
+    # the README's spelling, `--recipe recipes/NAME`, still finds the packaged recipe
+    assert find_recipe("recipes/mnist_density") == RECIPES / "mnist_density.toml"
+    assert {r["name"] for r in list_recipes()} == {p.stem for p in RECIPES.glob("*.toml")}

@@ -9,18 +9,19 @@ import torch
 
 from hybridflow.data import DataSpec, ImageData, LocalShuffle, UnknownDatasetError
 from hybridflow.factory import build_model
+from hybridflow.explaining import explain_run
 from hybridflow.runs import (
     RUN_FILE,
     CheckpointNotFoundError,
     DataShapeError,
     RequestError,
+    RunFileError,
     RunFolderError,
     TrainingInterrupted,
     check_data_shape,
     data_spec_from_run,
     default_run_folder,
     evaluate_run,
-    explain_run,
     find_run,
     load_model,
     prepare_run_folder,
@@ -48,8 +49,27 @@ def test_run_file_is_found_from_below(tmp_path):
     deep.mkdir(parents=True)
     assert find_run(deep)["settings"] == {"lam": 0.5}
     assert find_run(tmp_path / "elsewhere") == {}
-    path.write_text("{ damaged")
-    assert find_run(deep) == {}
+    path.write_text("{ damaged")  # a damaged run.json is not read as "no settings": that builds another model
+    with pytest.raises(RunFileError, match=r"run/run\.json is damaged \(Expecting"):
+        find_run(deep)
+    path.write_text("[1, 2]")
+    with pytest.raises(RunFileError, match=r"run\.json is damaged \(a JSON list, not an object\)"):
+        find_run(deep)
+
+
+def test_run_file_is_written_atomically(tmp_path, monkeypatch):
+    import hybridflow.training.checkpoint as checkpoint_module
+
+    path = write_run_file(tmp_path / "run", dict(settings=dict(lam=0.5)))
+
+    def failing_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        write_run_file(tmp_path / "run", dict(settings=dict(lam=2.0)))
+    assert find_run(tmp_path / "run") == dict(settings=dict(lam=0.5))  # the old file, whole
+    assert [p.name for p in path.parent.iterdir()] == ["run.json"]  # no temporary file left
 
 
 def test_prepare_run_folder(tmp_path):
@@ -147,6 +167,23 @@ def test_train_run_resumes_with_the_saved_settings(tmp_path):
         train_run(dict(steps=2), out_dir=tmp_path / "run", **quiet)
     resumed = train_run(dict(steps=3), out_dir=tmp_path / "run", resume=True, **quiet)
     assert resumed.result.steps == 3 and resumed.settings["lam"] == 0.5 and resumed.settings["backbone_options"] == TINY
+
+
+def test_a_damaged_or_missing_run_file_stops_resume_and_loading(tmp_path):
+    """Without its settings the run would be rebuilt as a default model ("Missing key(s)")."""
+    quiet = dict(device="cpu", progress=False, plot=False, log=lambda m: None)
+    out = tmp_path / "run"
+    train_run(dict(steps=2, val_limit=20), out_dir=out, backbone_options=TINY, **quiet)
+    (out / RUN_FILE).write_text('{"settings": {"steps": 2, "lam"')  # cut short
+    with pytest.raises(RunFileError, match=r"run/run\.json is damaged"):
+        train_run(dict(steps=3), out_dir=out, resume=True, **quiet)
+    with pytest.raises(RunFileError, match=r"run/run\.json is damaged"):
+        load_model(out, device="cpu")
+    with pytest.raises(RunFileError, match=r"run/run\.json is damaged"):
+        evaluate_run(out, device="cpu")
+    (out / RUN_FILE).unlink()
+    with pytest.raises(RunFileError, match=r"cannot resume .*run: .*run/run\.json is missing"):
+        train_run(dict(steps=3), out_dir=out, resume=True, **quiet)
 
 
 def test_train_run_interrupted_names_the_folder(tmp_path, monkeypatch):

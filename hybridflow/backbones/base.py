@@ -17,6 +17,9 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,8 +44,16 @@ class FlowBackbone(Flow):
     evaluation noise (the spread of a test-set figure over a few seeds is its noise error).
     """
 
-    eval_seed: int = 0
-    """Seed of the evaluation dequantisation noise (an attribute: set it on the model)."""
+    @property
+    def eval_seed(self) -> int:
+        """Seed of the evaluation dequantisation noise (an integer: set it on the model)."""
+        return self.__dict__.get("_eval_seed", 0)
+
+    @eval_seed.setter
+    def eval_seed(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"eval_seed must be an integer, got {value!r}")
+        self.__dict__["_eval_seed"] = int(value)
 
     def __init__(self, input_shape: tuple[int, int, int], preprocess: Flow | None = None) -> None:
         super().__init__()
@@ -62,6 +73,10 @@ class FlowBackbone(Flow):
         return z, logdet + logdet_pre
 
     def inverse(self, z: Tensor) -> Tensor:
+        if not isinstance(z, Tensor) or tuple(z.shape[1:]) != tuple(self.latent_shape):
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"inverse needs latents of shape (N, {', '.join(map(str, self.latent_shape))}), "
+                             f"got {got}")
         return self.preprocess.inverse(self._body_inverse(z))
 
     # -- densities ----------------------------------------------------------------------------
@@ -155,9 +170,9 @@ class FlowBackbone(Flow):
         image's ``log_prob`` depends neither on the call nor on the rest of its batch.
         """
         kind = self._noise_kind(noise)
-        u = dequantize(check_pixels(x, self.input_shape), noise=kind, generator=generator, seed=self.eval_seed)
         dtype, device = self._dtype_device()
-        return u.to(device=device, dtype=dtype)
+        return dequantize(check_pixels(x, self.input_shape), noise=kind, generator=generator, seed=self.eval_seed,
+                          dtype=dtype, device=device)
 
     def _noise_kind(self, noise: NoiseKind) -> NoiseKind:
         """``"uniform"`` means fresh noise in training and each image's own seeded noise in evaluation."""
@@ -192,16 +207,35 @@ class FlowBackbone(Flow):
     # -- generation and embeddings --------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` images as ``uint8`` (n, C, H, W), from ``z ~ N(0, temperature^2 I)``."""
-        if n < 1:
-            raise ValueError(f"number of samples must be positive, got {n}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be non-negative, got {temperature}")
+        """``n`` images as ``uint8`` (n, C, H, W) on the model's device, from ``z ~ N(0, temperature^2 I)``.
+
+        ``z`` is drawn on ``generator``'s device (the CPU for the global RNG), so a seed gives the
+        same samples on every device. ``n`` must be a positive integer and ``temperature`` a finite
+        number ``>= 0`` (``ValueError`` otherwise).
+
+        Example:
+            >>> from hybridflow import create_backbone
+            >>> flow = create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2)
+            >>> flow.sample(2, temperature=0.5).shape
+            torch.Size([2, 1, 8, 8])
+            >>> flow.sample(2, temperature=float("nan"))
+            Traceback (most recent call last):
+            ...
+            ValueError: temperature must be a finite number >= 0, got nan
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"number of samples n must be a positive integer, got {n!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)):
+            raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
         was_training = self.training
         self.eval()  # BatchNorm in the conditioners must use its running statistics
         try:
             dtype, device = self._dtype_device()
-            z = torch.randn((n, *self.latent_shape), generator=generator).to(device=device, dtype=dtype) * temperature
+            source = generator.device if generator is not None else torch.device("cpu")
+            z = torch.randn((int(n), *self.latent_shape), generator=generator, device=source)
+            z = z.to(device=device, dtype=dtype) * float(temperature)
             u = self.inverse(z)
         finally:
             self.train(was_training)

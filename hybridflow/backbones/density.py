@@ -60,9 +60,10 @@ def integer_log_prob(flow: nn.Module, pixels: Tensor, input_shape: tuple[int, in
     """Validate integer ``pixels`` for ``input_shape``, dequantise them (``noise``, ``seed``,
     ``generator``: see :func:`~hybridflow.flows.dequantize`) in the flow's dtype and device, run
     ``flow(u) -> (z, logdet)`` and return ``(z, log p(x))``, ``log p(x)`` in nats per image."""
-    u = dequantize(check_pixels(pixels, input_shape), noise=noise, generator=generator, seed=seed)
     dtype, device = parameter_dtype_device(flow)
-    z, logdet = flow(u.to(device=device, dtype=dtype))
+    u = dequantize(check_pixels(pixels, input_shape), noise=noise, generator=generator, seed=seed, dtype=dtype,
+                   device=device)
+    z, logdet = flow(u)
     return z, log_prob_from_latent(z, logdet, math.prod(input_shape))
 
 

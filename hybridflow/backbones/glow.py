@@ -27,6 +27,7 @@ from ..flows import (
     ActNorm, AffineCoupling, ConvConditioner, Flow, FlowSequence, InvConv1x1, Squeeze, conv_spline_coupling,
     make_preprocess, soft_clamp,
 )
+from ..flows.invertible_backprop import check_invertible_backprop, invertible_backprop_forward
 from .base import FlowBackbone
 from .registry import register_backbone
 
@@ -55,7 +56,15 @@ def glow_step(channels: int, hidden: int, scale_bound: float = 3.0, coupling: st
 
 
 class GlowLevel(Flow):
-    """One scale: squeeze, steps, then split off half the channels and recurse on the rest."""
+    """One scale: squeeze, steps, then split off half the channels and recurse on the rest.
+
+    With ``invertible_backprop`` the steps run through
+    :func:`~hybridflow.flows.invertible_backprop.invertible_backprop_forward` (rebuilt layer by
+    layer in the backward pass); the split, its prior and the factored-out half stay on the ordinary graph, so their
+    gradients flow into the steps' backward like any other.
+    """
+
+    invertible_backprop: bool = False
 
     def __init__(self, channels: int, levels_left: int, num_steps: int, hidden: int, prior_bound: float = 6.0,
                  coupling: str = "affine", **coupling_options) -> None:
@@ -82,7 +91,7 @@ class GlowLevel(Flow):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         y, _ = self.squeeze(x)
-        y, logdet = self.steps(y)
+        y, logdet = invertible_backprop_forward(self.steps, y) if self.invertible_backprop else self.steps(y)
         if self.inner is not None:
             kept, factored = y[:, : self.kept], y[:, self.kept :]
             mean, log_std = self._prior(kept)
@@ -116,11 +125,16 @@ class Glow(FlowBackbone):
         preprocess: ``"centre"`` (``u - 0.5``, the default) or ``"logit"`` (RealNVP's logit).
         compile_couplings: train the couplings through ``torch.compile`` (see
             ``set_compiled_couplings``; a run option, not stored in ``config``).
+        invertible_backprop: train without storing the flow steps' activations: the backward
+            pass rebuilds them by inverting each step (memory flat in the number of steps; see
+            :mod:`~hybridflow.flows.invertible_backprop`). A run option, not stored in
+            ``config``; also a settable attribute.
     """
 
     def __init__(self, input_shape: tuple[int, int, int], num_levels: int = 3, num_steps: int = 32,
                  hidden: int = 512, coupling: str = "affine", conditioner_dtype: str = "float32",
-                 preprocess: str = "centre", compile_couplings: bool = False, **coupling_options) -> None:
+                 preprocess: str = "centre", compile_couplings: bool = False, invertible_backprop: bool = False,
+                 **coupling_options) -> None:
         super().__init__(input_shape, make_preprocess(preprocess))
         c, h, w = self.input_shape
         if num_levels < 1 or num_steps < 1 or hidden < 1:
@@ -134,6 +148,20 @@ class Glow(FlowBackbone):
         if coupling != "affine":  # keep the affine config exactly as before
             self.config.update(coupling=coupling, **coupling_options)
         self._record_options(preprocess, conditioner_dtype, compile_couplings)
+        self.invertible_backprop = invertible_backprop
+
+    @property
+    def invertible_backprop(self) -> bool:
+        """Whether training rebuilds the steps' activations by inversion instead of storing them
+        (set it to switch every level at once)."""
+        return self.body.invertible_backprop
+
+    @invertible_backprop.setter
+    def invertible_backprop(self, enabled: bool) -> None:
+        enabled = check_invertible_backprop(enabled)
+        for level in self.body.modules():
+            if isinstance(level, GlowLevel):
+                level.invertible_backprop = enabled
 
 
 # -- registered configurations -------------------------------------------------------------------

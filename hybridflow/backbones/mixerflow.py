@@ -25,6 +25,7 @@ from torch import Tensor
 from ..flows import (
     ActNorm, Flow, FlowSequence, InvConv1x1, LULinear, Patchify, ShiftedFlow, create_coupling, make_preprocess,
 )
+from ..flows.invertible_backprop import check_invertible_backprop, invertible_backprop_forward
 from ..flows.reshape import as_pair, patchify, unpatchify
 from .base import FlowBackbone
 from .registry import register_backbone
@@ -103,7 +104,13 @@ class MixerFlow(FlowBackbone):
             MNIST it took a 4-minute CPU run from 1.864 to 1.610 bits/dim, see BENCHMARKS.md).
         compile_couplings: train the couplings through ``torch.compile`` (see
             ``set_compiled_couplings``; a run option, not stored in ``config``).
+        invertible_backprop: train without storing the mixer layers' activations: the backward
+            pass rebuilds them by inverting each layer (memory flat in depth, about 1.5x the step
+            time, ``bench/memory_depth.py``; see :mod:`~hybridflow.flows.invertible_backprop`). A
+            run option, not stored in ``config``; also an attribute (``flow.invertible_backprop = True``).
     """
+
+    invertible_backprop: bool = False
 
     def __init__(
         self,
@@ -120,6 +127,7 @@ class MixerFlow(FlowBackbone):
         conditioner_dtype: str = "float32",
         preprocess: str = "centre",
         compile_couplings: bool = False,
+        invertible_backprop: bool = False,
         **coupling_options,
     ) -> None:
         super().__init__(input_shape, make_preprocess(preprocess))
@@ -151,9 +159,11 @@ class MixerFlow(FlowBackbone):
                            shift=shift if shifted else None, shift_every=shift_every, linear=linear,
                            coupling=coupling, **coupling_options)
         self._record_options(preprocess, conditioner_dtype, compile_couplings)
+        self.invertible_backprop = check_invertible_backprop(invertible_backprop)
 
     def _body_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        m, logdet = self.body(x)
+        # the body's activations are not stored: the backward pass rebuilds them layer by layer
+        m, logdet = invertible_backprop_forward(self.body, x) if self.invertible_backprop else self.body(x)
         return unpatchify(m, self.input_shape, self.patch_size), logdet
 
     def _body_inverse(self, z: Tensor) -> Tensor:

@@ -16,13 +16,32 @@ from typing import Callable
 
 from .base import FlowBackbone
 
-__all__ = ["FAMILY_DEFAULTS", "backbone_description", "backbone_family", "create_backbone", "list_backbones",
-           "register_backbone"]
+__all__ = ["FAMILY_DEFAULTS", "UnknownBackboneError", "backbone_description", "backbone_family", "create_backbone",
+           "list_backbones", "register_backbone", "registered_name"]
 
 _REGISTRY: dict[str, Callable[..., FlowBackbone]] = {}
 
 #: ``--backbone mixerflow`` means the family's small default configuration.
 FAMILY_DEFAULTS = {"mixerflow": "mixerflow_tiny", "glow": "glow_tiny", "nsf_glow": "nsf_glow_tiny"}
+
+
+class UnknownBackboneError(ValueError):
+    """A backbone name that is neither registered nor a family."""
+
+
+def registered_name(name: str) -> str:
+    """The registered name ``name`` stands for (a family picks its default), or an
+    :class:`UnknownBackboneError` listing the choices.
+
+    Example:
+        >>> registered_name("glow")
+        'glow_tiny'
+    """
+    key = FAMILY_DEFAULTS.get(name, name) if isinstance(name, str) else name
+    if not isinstance(key, str) or key not in _REGISTRY:
+        raise UnknownBackboneError(f"unknown backbone {name!r}: choose one of {', '.join(list_backbones())} "
+                                   f"(or a family: {', '.join(FAMILY_DEFAULTS)}); see `hybridflow backbones`")
+    return key
 
 
 def register_backbone(fn: Callable[..., FlowBackbone]) -> Callable[..., FlowBackbone]:
@@ -31,15 +50,27 @@ def register_backbone(fn: Callable[..., FlowBackbone]) -> Callable[..., FlowBack
     return fn
 
 
-def create_backbone(name: str, **overrides) -> FlowBackbone:
-    """Build a registered configuration, with keyword ``overrides`` (e.g. ``input_shape``).
+def create_backbone(name: str, pretrained: str | None = None, **overrides) -> FlowBackbone:
+    """Build a registered configuration, with keyword ``overrides`` (e.g. ``input_shape``), or
+    with ``pretrained="mnist"`` load weights shipped in the package (see
+    :mod:`hybridflow.pretrained`; they fix the architecture, so no overrides then).
 
-    A family name (``"mixerflow"``, ``"glow"``) picks the family's small default.
+    A family name (``"mixerflow"``, ``"glow"``) picks the family's small default. Each override
+    is checked against the constructor's type hint first
+    (:func:`~hybridflow.backbones.options.check_backbone_options`), so a wrong type is named.
     """
-    key = FAMILY_DEFAULTS.get(name, name)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())} "
-                         f"(or a family: {', '.join(FAMILY_DEFAULTS)})")
+    if pretrained is not None:
+        if overrides:
+            raise ValueError(f"pretrained={pretrained!r} fixes the architecture: drop the overrides {sorted(overrides)}")
+        from ..pretrained import pretrained_backbone  # late: it loads through the training package
+
+        return pretrained_backbone(name, pretrained)
+    from .options import check_backbone_options  # late: options builds user families through here
+
+    key = registered_name(name)
+    options = {k: v for k, v in overrides.items() if k != "input_shape"}
+    if options:
+        overrides = {**overrides, **check_backbone_options(key, options)}
     try:
         model = _REGISTRY[key](**overrides)
     except TypeError as error:  # an unknown override: say which backbone refused it
@@ -61,9 +92,7 @@ def backbone_description(name: str) -> str:
         >>> backbone_description("glow_tiny")
         'A CPU-sized Glow, the baseline beside ``mixerflow_tiny``.'
     """
-    key = FAMILY_DEFAULTS.get(name, name)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+    key = registered_name(name)
     return " ".join((_REGISTRY[key].__doc__ or "").strip().split("\n\n")[0].split())
 
 

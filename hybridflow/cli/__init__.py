@@ -2,7 +2,7 @@
 parses its options, calls the library and prints.
 
     hybridflow probe --backbone mixerflow          # the main job: no download, a couple of minutes
-    hybridflow train --recipe recipes/mnist_density --scale cpu
+    hybridflow train --recipe mnist_density --scale cpu
     hybridflow eval --checkpoint runs/mnist_density
     hybridflow sample --checkpoint runs/mnist_density --temperature 0.7
     hybridflow ood --checkpoint runs/fashion --in-data fashionmnist --out-data mnist --roc roc.png
@@ -24,8 +24,8 @@ Everything a command does is reachable from Python, one function per command:
 """
 
 from ..recipes import RECIPE_KEYS, load_recipe
-# Importing the command modules registers their commands on the group.
-from . import evaluate, explain, info, ood, probe, sample, train  # noqa: F401
+# The command modules are imported on first use of their command (see group.COMMANDS), so that
+# `hybridflow --help` and importing this package load no torch.
 from .group import cli, main
 
 __all__ = ["main", "cli", "load_recipe", "RECIPE_KEYS"]

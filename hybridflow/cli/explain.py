@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..explain import METHODS
-from ..runs import explain_run
+from ..explaining import explain_run
 from .group import cli
 from .options import (boundary, data_root_option, device_options, download_option, emit, json_option, set_threads,
                       usage)

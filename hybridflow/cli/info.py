@@ -1,4 +1,4 @@
-"""``hybridflow backbones`` and ``hybridflow recipes``: what the library offers."""
+"""``hybridflow backbones``, ``hybridflow recipes`` and ``hybridflow pretrained``: what the library offers."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import click
 
 from ..backbones import FAMILY_DEFAULTS
 from ..factory import describe_backbones
+from ..pretrained import list_pretrained
 from ..recipes import list_recipes
 from .group import cli
 from .options import CLIError, boundary, emit, json_option, usage
 
-__all__ = ["backbones", "recipes"]
+__all__ = ["backbones", "recipes", "pretrained"]
 
 
 @cli.command()
@@ -45,7 +46,7 @@ def backbones(pattern, count_params, as_json) -> None:
 @json_option
 @boundary
 def recipes(as_json) -> None:
-    """List the recipes (recipes/*.toml): one per experiment of the paper, at paper and CPU scale.
+    """List the recipes: one per experiment, at paper and CPU scale (shipped in hybridflow/recipe_files).
 
     \b
     Example:
@@ -57,3 +58,28 @@ def recipes(as_json) -> None:
         raise CLIError("no recipes found (looked in ./recipes and beside the package)")
     width = max(len(r["name"]) for r in rows)
     emit(as_json, dict(recipes=rows), "\n".join(f"{r['name']:<{width}}  {r['reproduces']}" for r in rows))
+
+
+@cli.command()
+@json_option
+@boundary
+def pretrained(as_json) -> None:
+    """List the pretrained models shipped in the package, with their test figures (no download).
+
+    Any command that takes --checkpoint takes pretrained:NAME.
+
+    \b
+    Example:
+        hybridflow pretrained
+        hybridflow ood --checkpoint pretrained:fashionmnist --out-data mnist --data-root ../shared/data
+        hybridflow sample --checkpoint pretrained:mnist --out samples.png
+    """
+    rows = list_pretrained()
+    lines = [f"{'name':<13} {'kind':<8} {'backbone':<15} {'params':>8}  test figures (full test set)"]
+    for r in rows:
+        figures = f"{r['test_bits_per_dim']:.3f} bits/dim"
+        if r["test_accuracy"] is not None:
+            figures += f", accuracy {100 * r['test_accuracy']:.2f}%"
+        lines.append(f"{r['name']:<13} {r['kind']:<8} {r['backbone']:<15} {r['parameters']:>8,}  {figures} "
+                     f"on {r['dataset']} ({r['steps']:,} steps, recipe {r['recipe']})")
+    emit(as_json, dict(pretrained=rows), "\n".join(lines))

@@ -26,11 +26,13 @@ def parse_scores(text: str) -> list[str]:
 
 
 def format_ood_table(rows: dict[str, dict[str, float]]) -> str:
-    """An aligned table: scorer, AUROC, AUPR-in, AUPR-out, FPR95."""
-    header = f"{'scorer':<18}{'AUROC':>8}{'AUPR-in':>9}{'AUPR-out':>10}{'FPR95':>8}"
+    """An aligned table: scorer, AUROC, AUPR-in, AUPR-out and the FPR at 95% TPR with inliers
+    positive (FPR95-in: outliers accepted) and with outliers positive (FPR95-out: pytorch-ood's)."""
+    header = f"{'scorer':<18}{'AUROC':>8}{'AUPR-in':>9}{'AUPR-out':>10}{'FPR95-in':>10}{'FPR95-out':>11}"
     lines = [header]
     for name, m in rows.items():
-        lines.append(f"{name:<18}{m['auroc']:>8.3f}{m['aupr_in']:>9.3f}{m['aupr_out']:>10.3f}{m['fpr95']:>8.3f}")
+        lines.append(f"{name:<18}{m['auroc']:>8.3f}{m['aupr_in']:>9.3f}{m['aupr_out']:>10.3f}"
+                     f"{m['fpr_at_95_tpr_in']:>10.3f}{m['fpr_at_95_tpr_out']:>11.3f}")
     return "\n".join(lines)
 
 
@@ -58,7 +60,8 @@ def format_ood_table(rows: dict[str, dict[str, float]]) -> str:
 def ood(checkpoint, in_data, out_data, scores, reference, data_root, download, limit, roc_path, hist_path, batch_size,
         device, threads, as_json) -> None:
     """Out-of-distribution detection: score in- and out-of-distribution images, print AUROC,
-    AUPR-in, AUPR-out and FPR at 95% TPR per scorer (higher score = more in-distribution).
+    AUPR-in, AUPR-out and FPR at 95% TPR (both conventions) per scorer (higher score = more
+    in-distribution).
 
     Raw log-likelihood is one scorer among several: flows often rate other data as *more*
     likely (AUROC below 0.5). typicality uses the training split's NLL statistics.

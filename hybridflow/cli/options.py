@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from typing import Any, Callable
@@ -12,17 +13,37 @@ from typing import Any, Callable
 import click
 
 from ..data import UnknownDatasetError
-from ..factory import UnknownBackboneError
+from ..factory import BackboneOptionError, UnknownBackboneError, check_backbone_options
 from ..recipes import RecipeError
 from ..runs import CheckpointNotFoundError, DataShapeError, RequestError, RunFolderError, json_default
 from ..training import CheckpointError, NonFiniteLossError
+from ..training.config import SettingsError
+from ..training.distributed import DeviceError, resolve_device
 
-__all__ = ["CLIError", "USAGE_ERRORS", "usage", "boundary", "json_option", "device_options", "data_root_option",
-           "download_option", "set_threads", "emit", "info", "parse_options"]
+__all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "usage", "boundary", "json_option", "device_options",
+           "check_device", "data_root_option", "download_option", "set_threads", "emit", "info", "parse_options"]
 
 #: Library errors that mean the command line is wrong (exit code 2), not that the work failed.
 USAGE_ERRORS = (UnknownDatasetError, UnknownBackboneError, RecipeError, CheckpointNotFoundError, RunFolderError,
-                DataShapeError, RequestError)
+                DataShapeError, RequestError, SettingsError, BackboneOptionError, DeviceError)
+
+
+class FiniteFloat(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (FloatRange lets ``nan`` through:
+    every comparison with it is false, so no bound ever fails).
+
+    Example:
+        >>> FiniteFloat(min=0).convert("0.5", None, None)
+        0.5
+    """
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 class CLIError(click.ClickException):
@@ -81,11 +102,20 @@ def json_option(fn: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of text.")(fn)
 
 
+def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--device``: refuse (exit 2, before any work) a device that is unknown or not on this machine."""
+    try:
+        resolve_device(value)
+    except DeviceError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+    return value
+
+
 def device_options(fn: Callable) -> Callable:
     fn = click.option("--threads", type=click.IntRange(min=1), envvar="HYBRIDFLOW_THREADS", default=None,
                       help="torch.set_num_threads (env HYBRIDFLOW_THREADS). Tiny models on a busy machine run "
                            "faster with 1.")(fn)
-    return click.option("--device", default="auto", show_default=True,
+    return click.option("--device", default="auto", show_default=True, callback=check_device,
                         help="auto (cuda if available), cpu, cuda, cuda:1, ...")(fn)
 
 
@@ -122,6 +152,8 @@ def _parse_option(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise usage(f"--option takes KEY=VALUE (for example patch_size=2), got {text!r}")
     key, value = text.split("=", 1)
+    if not key.strip():
+        raise usage(f"--option takes KEY=VALUE with a key (for example patch_size=2), got {text!r}")
     try:
         parsed = json.loads(value)
     except ValueError:
@@ -131,6 +163,14 @@ def _parse_option(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``-o KEY=VALUE`` pairs as a dict; values are read as JSON when they parse (``2``, ``[1, 2]``)."""
-    return dict(_parse_option(p) for p in pairs)
+def parse_options(pairs: tuple[str, ...], backbone: str | None = None) -> dict[str, Any]:
+    """``-o KEY=VALUE`` pairs as a dict; values are read as JSON when they parse (``2``, ``[1, 2]``).
+    With ``backbone``, each value is checked against that backbone's option types: a usage error
+    (exit 2) names the key and the type it needs (``-o hidden=abc``)."""
+    options = dict(_parse_option(p) for p in pairs)
+    if backbone is None:
+        return options
+    try:
+        return check_backbone_options(backbone, options)
+    except BackboneOptionError as error:
+        raise usage(f"-o: {error}") from None

@@ -6,7 +6,7 @@ import click
 
 from ..runs import sample_run
 from .group import cli
-from .options import boundary, device_options, emit, json_option, set_threads
+from .options import FiniteFloat, boundary, device_options, emit, json_option, set_threads
 
 __all__ = ["sample"]
 
@@ -14,7 +14,7 @@ __all__ = ["sample"]
 @cli.command()
 @click.option("--checkpoint", "-c", required=True, type=click.Path(), help="A run folder or checkpoint.")
 @click.option("--n", "-n", "count", type=click.IntRange(min=1, max=4096), default=64, show_default=True)
-@click.option("--temperature", "-t", type=click.FloatRange(min=0), default=0.7, show_default=True,
+@click.option("--temperature", "-t", type=FiniteFloat(min=0), default=0.7, show_default=True,
               help="Scale of the latent's standard deviation (1 = the model's distribution; < 1 cleaner).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="samples.png", show_default=True)
 @click.option("--nrow", type=click.IntRange(min=1), default=None, help="Images per row [default: square grid].")

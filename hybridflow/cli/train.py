@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
-from ..recipes import SCALES
-from ..runs import TRAIN_DEFAULTS, TrainingInterrupted, train_run
+from ..factory import check_backbone_name, check_train_settings
+from ..recipes import SCALES, load_recipe
+from ..runs import TRAIN_DEFAULTS, TrainingInterrupted, find_run, train_run
 from .group import cli
-from .options import (boundary, data_root_option, device_options, download_option, emit, info, json_option,
-                      parse_options, set_threads)
+from .options import (FiniteFloat, boundary, data_root_option, device_options, download_option, emit, info,
+                      json_option, parse_options, set_threads)
 
-__all__ = ["train"]
+__all__ = ["train", "planned_settings"]
+
+
+def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, out_dir: str | None,
+                     resume: bool) -> dict[str, Any]:
+    """The settings :func:`~hybridflow.runs.train_run` will merge (defaults, the resumed run's, the
+    recipe's, then ``options``), read before any data loads so that they can be checked first."""
+    saved = find_run(out_dir).get("settings", {}) if (resume and out_dir) else {}
+    from_recipe = load_recipe(recipe, scale)[0] if recipe else {}
+    settings: dict[str, Any] = {**TRAIN_DEFAULTS, **saved, **from_recipe, **options}
+    settings["backbone_options"] = {**saved.get("backbone_options", {}), **from_recipe.get("backbone_options", {})}
+    return settings
 
 
 @cli.command()
-@click.option("--recipe", "recipe_name", metavar="FILE", help="A recipe (recipes/*.toml): its values are defaults "
+@click.option("--recipe", "recipe_name", metavar="FILE", help="A recipe (NAME or .toml file): its values are defaults "
               "that explicit options override. See `hybridflow recipes`.")
 @click.option("--scale", type=click.Choice(SCALES), default="cpu", show_default=True,
               help="Which table of the recipe to run.")
@@ -27,18 +40,18 @@ __all__ = ["train"]
                    "galaxy32, animefaces, or a path to an .npz / image folder.")
 @data_root_option
 @download_option
-@click.option("--lam", type=click.FloatRange(min=0), default=TRAIN_DEFAULTS["lam"], show_default=True,
+@click.option("--lam", type=FiniteFloat(min=0), default=TRAIN_DEFAULTS["lam"], show_default=True,
               help="Weight of the classification loss: 0 = pure flow (maximum likelihood).")
 @click.option("--steps", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["steps"], show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["batch_size"], show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TRAIN_DEFAULTS["lr"], show_default=True)
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=TRAIN_DEFAULTS["lr"], show_default=True)
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--ema-decay", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--ema-decay", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Keep an exponential moving average of the weights (e.g. 0.999).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on a random subset of N images.")
 @click.option("--val-limit", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["val_limit"], show_default=True,
               help="Validate on N test images.")
-@click.option("--labelled-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--labelled-fraction", type=FiniteFloat(0, 1, min_open=True), default=None,
               help="Keep the labels of this fraction of the training images (stratified); the rest are "
                    "unlabelled and train the density only (semi-supervised).")
 @click.option("--shuffle", type=click.Choice(["local", "global"]), default=None,
@@ -74,13 +87,21 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
         hybridflow train --backbone mixerflow --dataset digits --steps 300 --out runs/digits
         hybridflow train --recipe recipes/mnist_density --scale cpu --data-root ../shared/data
         hybridflow train --out runs/digits --resume --steps 600
+
+    Settings that cannot work (a batch of 1 image for a backbone with BatchNorm, -o hidden=abc, a
+    NaN learning rate in a recipe, a device this machine lacks) stop it with exit code 2 before
+    any data loads.
     """
     # Options given on the command line (or by environment) override the recipe and the resumed run.
     options = {key: value for key, value in given.items()
                if ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None)}
+    planned = planned_settings(options, recipe_name, scale, out_dir, resume)
+    backbone_options = parse_options(option_pairs, check_backbone_name(planned["backbone"]))
+    planned["backbone_options"].update(backbone_options)
+    check_train_settings(planned, device)
     set_threads(threads)
     try:
-        run = train_run(options, recipe_name, scale, out_dir, resume, overwrite, parse_options(option_pairs),
+        run = train_run(options, recipe_name, scale, out_dir, resume, overwrite, backbone_options,
                         download, device, progress=not quiet, plot=plot, log=info)
     except TrainingInterrupted as interrupted:
         click.echo(f"interrupted: checkpoint in {interrupted.out_dir}; continue with "

@@ -238,7 +238,7 @@ class ImageData:
         self.images = as_images(self.images)
         n = len(self.images)
         if self.labels is None:
-            self.labels = torch.full((n,), -1, dtype=torch.int64)
+            self.labels = torch.full((n,), -1, dtype=torch.int64, device="cpu")  # host-side data
         else:
             self.labels = check_labels(self.labels, n)
         self.classes = [str(c) for c in self.classes]

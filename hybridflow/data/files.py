@@ -19,7 +19,7 @@ import torch
 from .arrays import ImageData, PathLike, load_arrays
 from .subsets import random_subset
 
-__all__ = ["load_npz", "load_image_folder", "load_path"]
+__all__ = ["load_npz", "load_image_folder", "load_path", "pil_mode", "resize_image", "GREY_MODES"]
 
 
 def load_npz(path: PathLike, image_shape: Sequence[int] | None = None) -> ImageData:
@@ -38,11 +38,17 @@ def load_npz(path: PathLike, image_shape: Sequence[int] | None = None) -> ImageD
     return load_arrays(x, y, image_shape, classes)
 
 
-_GREY_MODES = {"1", "L", "LA"}
+#: PIL modes read as grey images.
+GREY_MODES = {"1", "L", "LA"}
 
 
-def _pil_mode(channels: int | str | None) -> str | None:
-    """PIL mode for ``channels`` (1/'L' or 3/'RGB'); None = decide from the files."""
+def pil_mode(channels: int | str | None) -> str | None:
+    """PIL mode for ``channels`` (1/'L' or 3/'RGB'); None = decide from the files.
+
+    Example:
+        >>> pil_mode(3), pil_mode("l"), pil_mode(None)
+        ('RGB', 'L', None)
+    """
     if channels is None:
         return None
     modes = {1: "L", 3: "RGB", "L": "L", "RGB": "RGB"}
@@ -52,8 +58,14 @@ def _pil_mode(channels: int | str | None) -> str | None:
     return modes[key]
 
 
-def _resize(image: Any, size: int | Sequence[int] | None) -> Any:
-    """An int resizes the shorter side then centre-crops a square; (H, W) resizes exactly."""
+def resize_image(image: Any, size: int | Sequence[int] | None) -> Any:
+    """An int resizes the shorter side then centre-crops a square; (H, W) resizes exactly; None keeps it.
+
+    Example:
+        >>> from PIL import Image
+        >>> resize_image(Image.new("RGB", (40, 20)), 8).size
+        (8, 8)
+    """
     import torchvision.transforms.functional as TF
 
     if size is None:
@@ -81,14 +93,14 @@ def load_image_folder(
     if not Path(root).is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
     folder = ImageFolder(str(root))  # discovery only: we decode the files ourselves
-    mode = _pil_mode(channels)
+    mode = pil_mode(channels)
     if mode is None:
-        grey = all(Image.open(path).mode in _GREY_MODES for path, _ in folder.samples)
+        grey = all(Image.open(path).mode in GREY_MODES for path, _ in folder.samples)
         mode = "L" if grey else "RGB"
     arrays, first = [], None
     for path, _ in folder.samples:
         with Image.open(path) as image:
-            array = np.asarray(_resize(image.convert(mode), size))
+            array = np.asarray(resize_image(image.convert(mode), size))
         if first is None:
             first = (path, array.shape)
         elif array.shape != first[1]:

@@ -20,6 +20,7 @@ import torch
 
 from .arrays import ImageData, PathLike
 from .files import load_image_folder, load_npz, load_path
+from .npy import NpyImages, is_npy_layout
 from .permutations import check_shuffle, pixel_shuffle
 from .subsets import random_subset, subset_indices
 
@@ -253,7 +254,9 @@ def load_dataset(
 
 def load_external(name: str, root: PathLike | None = None, train: bool = True, limit: int | None = None,
                   seed: int = 0) -> ImageData:
-    """An :data:`EXTERNAL_DATASETS` set from ``<root>/<name>/{train,test}.npz`` or image folders.
+    """An :data:`EXTERNAL_DATASETS` set, in memory, from ``<root>/<name>/{train,test}.npz``, image
+    folders or the ``.npy`` layout ``<root>/<name>/{train,test}/images.npy`` (of which only the
+    ``limit`` images kept are read; :func:`~hybridflow.data.streaming.open_dataset` streams it instead).
 
     The test split is ``test`` or ``val``; without either, a fixed 10% of the train files (see
     :func:`~hybridflow.data.files.load_path`). A missing set raises FileNotFoundError saying where
@@ -269,6 +272,10 @@ def load_external(name: str, root: PathLike | None = None, train: bool = True, l
     base = Path(data_root(root)) / key
     split_names = ("train",) if train else ("test", "val")
     for split in split_names:
+        if is_npy_layout(base / split):
+            stored = NpyImages(base / split)
+            idx = subset_indices(len(stored), limit, seed)
+            return stored.to_image_data(None if idx is None else idx.tolist())
         if (base / f"{split}.npz").is_file():
             return random_subset(load_npz(base / f"{split}.npz"), limit, seed)
         if (base / split).is_dir():
@@ -277,8 +284,9 @@ def load_external(name: str, root: PathLike | None = None, train: bool = True, l
         source = base / "train.npz" if (base / "train.npz").is_file() else base / "train"
         return load_path(source, train=False, limit=limit, seed=seed, size=info["size"])
     raise FileNotFoundError(
-        f"dataset {key} is not on this machine: looked for {base}/train.npz (arrays x, y) or {base}/train/ "
-        f"(an image folder, one sub-folder per class); it cannot be downloaded automatically: get "
+        f"dataset {key} is not on this machine: looked for {base}/train.npz (arrays x, y), {base}/train/ "
+        f"(an image folder, one sub-folder per class) or {base}/train/images.npy (the .npy layout `hybridflow "
+        f"data convert` writes); it cannot be downloaded automatically: get "
         f"{info['source']} and put it there (or point --data-root / HYBRIDFLOW_DATA at its parent)")
 
 

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from torch.utils.data import Dataset
+
 from .arrays import ImageData
 from .files import load_path
 from .permutations import PixelPermutation, pixel_shuffle
 from .sources import EXTERNAL_DATASETS, data_root, dataset_key, list_datasets, load_dataset, load_external
+from .streaming import open_dataset
 
 __all__ = ["DataSpec"]
 
@@ -80,3 +83,22 @@ class DataSpec:
             data = load_path(Path(self.name), train, self.limit, self.seed)
         permutation = self.permutation(data.image_shape)
         return data if permutation is None else data.permuted(permutation)
+
+    def open(self, train: bool) -> ImageData | Dataset:
+        """The split to train from: a named set stored in the ``.npy`` layout or as an image folder
+        is streamed from disk (:func:`~hybridflow.data.streaming.open_dataset`) when no subset
+        (``limit``) or pixel shuffle is asked for; anything else is :meth:`load`-ed into memory.
+
+        Example:
+            >>> len(DataSpec("digits").open(train=False))
+            450
+        """
+        key = dataset_key(self.name)
+        if self.limit is not None or self.shuffle is not None or key not in list_datasets() + list(EXTERNAL_DATASETS):
+            return self.load(train)  # paths keep load's fixed 90/10 split
+        if key in list_datasets() and key != "celeba":
+            try:
+                return open_dataset(key, self.root, train, download=self.download)
+            except FileNotFoundError:
+                return self.load(train)  # load's message says where to put it
+        return open_dataset(key, self.root, train) if key in EXTERNAL_DATASETS else self.load(train)

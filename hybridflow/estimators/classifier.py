@@ -24,7 +24,7 @@ from torch import Tensor
 from ..backbones.density import parameter_dtype_device
 from ..data import check_image_shape
 from ..training import TrainConfig, resolve_device
-from .fitting import build_classifier_model, train_model
+from .fitting import build_classifier_model, default_threads, thread_limit, train_model
 from .inference import INFERENCE_DTYPES, build_inference_model, model_outputs
 from .labels import check_same_classes, encode_labels, labelled_part, learn_classes, unlabelled_mask
 from .scaling import SCALINGS, PixelScaling, image_values, infer_image_shape
@@ -66,6 +66,10 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         train_kwargs: further :class:`~hybridflow.training.TrainConfig` fields (``warmup_steps``,
             ``grad_clip``, ``ema_decay``, ``out_dir`` for checkpoints and a metrics log, ...).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        num_threads: torch threads for ``fit`` and predictions (``None``: ``$HYBRIDFLOW_THREADS``
+            if set, else torch's count capped at half the cores: see
+            :func:`~hybridflow.estimators.fitting.default_threads`); torch's global count is
+            restored after each call.
         random_state: seeds the initial weights, the data order and the dequantisation noise
             (``None``: seeds drawn from NumPy's global RNG, scikit-learn's convention). Training
             leaves the caller's global RNG states as they were.
@@ -119,6 +123,7 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
+        num_threads: int | None = None,
     ) -> None:
         self.backbone = backbone
         self.backbone_kwargs = backbone_kwargs
@@ -137,6 +142,7 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.num_threads = num_threads
 
     # ------------------------------------------------------------------ scikit-learn metadata
     def __sklearn_tags__(self):
@@ -220,6 +226,7 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                              f"got {self.inference_dtype!r}")
         if self.image_shape is not None:
             check_image_shape(self.image_shape)
+        default_threads(self.num_threads)  # refuses a bad num_threads or $HYBRIDFLOW_THREADS before any work
         if self.train_kwargs is not None:
             if not isinstance(self.train_kwargs, dict):
                 raise TypeError(f"train_kwargs must be a dict or None, got {type(self.train_kwargs).__name__}")
@@ -295,7 +302,7 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                              seed=seed, device=str(self.device), progress=bool(self.verbose),
                              **(self.train_kwargs or {}))
         self.inference_model_ = None  # even a fit that fails part-way must not leave the old copy answering
-        result = train_model(self.model_, images, labels, config)
+        result = train_model(self.model_, images, labels, config, num_threads=self.num_threads)
         # Predictions come from a weight-owning inference copy, made anew after every fit.
         self.inference_model_ = build_inference_model(self.model_, resolve_device(str(self.device)),
                                                       self.inference_dtype)
@@ -311,8 +318,9 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         held = getattr(self, "inference_model_", None)
         if held is None or parameter_dtype_device(held) != (dtype, device):  # unpickled, set_params, failed fit
             self.inference_model_ = build_inference_model(self.model_, device, self.inference_dtype)
-        return model_outputs(self.inference_model_, self._images(X, reset=False), batch_size=int(self.batch_size),
-                             **outputs)
+        with thread_limit(self.num_threads):
+            return model_outputs(self.inference_model_, self._images(X, reset=False),
+                                 batch_size=int(self.batch_size), **outputs)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log class probabilities ``(n_samples, n_classes)``, columns in ``classes_`` order."""

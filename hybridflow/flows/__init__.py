@@ -7,6 +7,7 @@ from .conditioners import (
     register_conditioner, soft_clamp,
 )
 from .coupling import AffineCoupling, Coupling, create_coupling, list_couplings, register_coupling
+from .invertible_backprop import invertible_backprop_forward
 from .inference import contains_inference_copy, freeze, inference_model, is_inference_copy
 from .kan import KANConditioner, KANLayer, b_spline_basis
 from .linear import InvConv1x1, LULinear
@@ -26,4 +27,6 @@ __all__ = [
     # variants (issue 6): spline, MAF and KAN couplings
     "KANConditioner", "KANLayer", "MADE", "MAFLayer", "MaskedLinear", "SplineCoupling", "b_spline_basis",
     "conv_spline_coupling", "rational_quadratic_spline", "spline_params_per_feature",
+    # issue 17: backprop that rebuilds activations by inversion instead of storing them
+    "invertible_backprop_forward",
 ]

@@ -38,12 +38,20 @@ class ActNorm(Flow):
     MixerFlow's per-element ActNorms: a pixel that is blank in the first batch (an MNIST border)
     would otherwise start with a ~1000x scale, and the first later image with ink there costs
     hundreds of bits/dim and derails training.
+
+    A degenerate first batch cannot poison the layer: a standard deviation below ``min_std``
+    (one image per parameter, blank or constant images, whose spread is only the dequantisation
+    noise of ~1e-3) says nothing about the data's scale, so those parameters keep scale 1 and
+    are only centred; a first batch with a non-finite value is refused (``ValueError``) and
+    leaves the layer uninitialised. ``flow.eval()`` skips the initialisation altogether.
     """
 
-    def __init__(self, param_shape: tuple[int, ...], eps: float = 1e-4, pooled_scale_init: bool = False) -> None:
+    def __init__(self, param_shape: tuple[int, ...], eps: float = 1e-4, pooled_scale_init: bool = False,
+                 min_std: float = 1e-2) -> None:
         super().__init__()
         self.param_shape = tuple(int(s) for s in param_shape)
         self.eps = eps
+        self.min_std = min_std
         self.pooled_scale_init = pooled_scale_init
         self.bias = nn.Parameter(torch.zeros(self.param_shape))
         self.log_scale = nn.Parameter(torch.zeros(self.param_shape))
@@ -68,12 +76,19 @@ class ActNorm(Flow):
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(moments)
             dist.all_reduce(count)
+        if not bool(torch.isfinite(moments).all()):
+            raise ValueError("ActNorm's first training batch holds non-finite values (NaN or inf): the layer "
+                             "was not initialised; check the inputs")
         mean = moments[0] / count
         var = (moments[1] / count - mean * mean).clamp_min(0.0)
         if self.pooled_scale_init:
             var = var.mean().expand_as(var)
+        std = var.sqrt()
+        # A spread below min_std (one example per parameter, blank images) would give scales of
+        # 1/eps = 1e4 that turn every later image's log_prob into -1e7 or NaN: keep scale 1 there.
+        log_scale = torch.where(std < self.min_std, torch.zeros_like(std), -torch.log(std + self.eps))
         self.bias.copy_(-mean)
-        self.log_scale.copy_(-torch.log(var.sqrt() + self.eps))
+        self.log_scale.copy_(log_scale)
         self.initialized.fill_(True)
 
     def positions_per_param(self, x: Tensor) -> int:

@@ -74,7 +74,8 @@ def evaluation_noise(pixels: Tensor, seed: int = 0) -> Tensor:
     by about the noise's own standard error over the images, not by a shared noise image's whole
     effect. (torch's CPU generator keeps 32 bits of a seed: two of N distinct images share a draw
     with probability about N^2 / 2^33, 1% for 10,000 images, which moves no statistic.) The draws
-    run on the CPU (one small ``torch.rand`` per image, microseconds each) and move to the device.
+    run on the CPU (one small ``torch.rand`` per image, microseconds each, in tensors made on the
+    CPU by name, so ``torch.set_default_device`` cannot move them) and move to the device.
 
     Example:
         >>> import torch
@@ -88,31 +89,43 @@ def evaluation_noise(pixels: Tensor, seed: int = 0) -> Tensor:
     batch, dims = pixels.shape[0], math.prod(pixels.shape[1:])
     rows = pixels.detach().reshape(batch, dims).to(device="cpu", dtype=torch.uint8).numpy()
     key = int(seed).to_bytes(16, "little", signed=True)
-    generator = torch.Generator()
-    noise = torch.empty((batch, dims), dtype=torch.float32)
+    generator = torch.Generator(device="cpu")
+    noise = torch.empty((batch, dims), dtype=torch.float32, device="cpu")
     for i, row in enumerate(rows):  # one seeded draw per image: its noise is its own
         digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=key).digest()
         generator.manual_seed(int.from_bytes(digest, "little"))
-        torch.rand(dims, generator=generator, out=noise[i])
+        torch.rand(dims, generator=generator, out=noise[i], device="cpu")
     return noise.reshape(pixels.shape).to(pixels.device)
 
 
 def dequantize(pixels: Tensor, noise: NoiseKind = "uniform", generator: torch.Generator | None = None,
-               seed: int = 0) -> Tensor:
-    """``u = (x + noise) / 256`` in float32, on ``pixels``' device.
+               seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    """``u = (x + noise) / 256`` in ``dtype`` (float32 unless asked), on ``device`` (``pixels``' by default).
 
-    ``noise``: ``"uniform"``, drawn from ``U(0, 1)`` on the CPU with ``generator`` (so a seed gives the
-    same noise on every device); ``"midpoint"``, ``noise = 0.5``; ``"evaluation"``,
-    :func:`evaluation_noise` with ``seed``.
+    ``noise``: ``"uniform"``, drawn from ``U(0, 1)`` with ``generator`` on the generator's device
+    (the CPU for the global RNG and for a CPU generator, so a seed gives the same noise on every
+    device); ``"midpoint"``, ``noise = 0.5``; ``"evaluation"``, :func:`evaluation_noise` with ``seed``.
+    The noise is drawn in float32 whatever ``dtype`` (a float64 model sees the same noise values as a
+    float32 one) and the sum is formed in ``dtype``, so a float64 ``u`` is not rounded to float32.
+
+    Example:
+        >>> pixels = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)
+        >>> dequantize(pixels, noise="midpoint", dtype=torch.float64).dtype
+        torch.float64
     """
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    device = pixels.device if device is None else torch.device(device)
     if noise == "midpoint":
-        return (pixels.float() + 0.5) / NUM_BINS
-    if noise == "evaluation":
-        return (pixels.float() + evaluation_noise(pixels, seed)) / NUM_BINS
-    if noise != "uniform":
+        draw = torch.full((), 0.5, dtype=dtype, device=device)
+    elif noise == "evaluation":
+        draw = evaluation_noise(pixels, seed)
+    elif noise == "uniform":
+        source = generator.device if generator is not None else torch.device("cpu")
+        draw = torch.rand(pixels.shape, generator=generator, device=source)
+    else:
         raise ValueError(f"noise must be 'uniform', 'midpoint' or 'evaluation', got {noise!r}")
-    draw = torch.rand(pixels.shape, generator=generator).to(pixels.device)
-    return (pixels.float() + draw) / NUM_BINS
+    return (pixels.to(device=device, dtype=dtype) + draw.to(device=device, dtype=dtype)) / NUM_BINS
 
 
 def quantize(u: Tensor) -> Tensor:

@@ -8,8 +8,10 @@ Every scorer returns "higher = more in-distribution" (scikit-learn's convention)
 
 - :mod:`.likelihood`: the one place a model is evaluated over images (:func:`log_likelihood`),
 - :mod:`.scorers`: the scorers and :func:`create_scorer`,
-- :mod:`.metrics`: :func:`evaluate` (AUROC, AUPR-in, AUPR-out, FPR95 from scikit-learn),
-- :mod:`.detector`: :class:`FlowDensity`, the scikit-learn outlier detector,
+- :mod:`.metrics`: :func:`evaluate` (AUROC, AUPR-in, AUPR-out, FPR@95%TPR both ways, from scikit-learn),
+- :mod:`.detector`: :class:`FlowDensity`, the scikit-learn outlier detector (images or tabular rows),
+- :mod:`.tabular`: :class:`TabularFlow`, the flow over ``(N, D)`` features, and its weighted training,
+- :mod:`.weights`: sample-weight validation and the weighted threshold,
 - :mod:`.pytorch_ood`: :func:`to_pytorch_ood`.
 
 The figures (:func:`plot_roc`, :func:`plot_score_histogram`) live in :mod:`hybridflow.plots`
@@ -24,16 +26,18 @@ Example:
     >>> detector.predict(data.images[:5]).shape
     (5,)
     >>> metrics = evaluate(np.array([3.0, 2.0]), np.array([1.0, 0.0]))
-    >>> metrics["auroc"], metrics["fpr95"]
-    (1.0, 0.0)
+    >>> metrics["auroc"], metrics["fpr_at_95_tpr_in"], metrics["fpr_at_95_tpr_out"]
+    (1.0, 0.0, 0.0)
 """
 
 from ..plots import plot_roc, plot_score_histogram
-from .detector import FlowDensity
+from .detector import TABULAR_SCORERS, FlowDensity
 from .likelihood import log_likelihood
 from .metrics import evaluate
 from .pytorch_ood import FlowOODDetector, to_pytorch_ood
 from .report import OODReport, ood_report, score_ood
+from .tabular import FeatureMLP, TabularFlow, fit_tabular_flow, weighted_actnorm_init
+from .weights import check_sample_weight, weighted_percentile
 from .scorers import (
     SCORERS, BitsPerDim, Complexity, LikelihoodRatio, LogLikelihood, MaxSoftmax, PredictiveEntropy, Scorer,
     Typicality, compressed_bits_per_dim, create_scorer, perturb,
@@ -45,4 +49,6 @@ __all__ = [
     "Scorer", "LogLikelihood", "BitsPerDim", "Typicality", "LikelihoodRatio", "Complexity",
     "MaxSoftmax", "PredictiveEntropy", "SCORERS", "create_scorer",
     "FlowDensity", "FlowOODDetector", "to_pytorch_ood", "OODReport", "score_ood", "ood_report",
+    "TABULAR_SCORERS", "TabularFlow", "FeatureMLP", "fit_tabular_flow", "weighted_actnorm_init",
+    "check_sample_weight", "weighted_percentile",
 ]

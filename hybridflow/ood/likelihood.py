@@ -32,7 +32,9 @@ __all__ = ["as_model_input", "class_probabilities", "log_likelihood", "model_dev
 
 def as_model_input(images: Any, model: Any) -> Tensor:
     """``images`` as the uint8 ``(N, C, H, W)`` tensor ``model`` takes; the model's ``input_shape``
-    (when it has one) reads flattened ``(N, D)`` input and rejects images of another shape.
+    (when it has one) reads flattened ``(N, D)`` input and rejects images of another shape. A
+    model over tabular rows (``num_features`` and no ``input_shape``, a
+    :class:`~hybridflow.ood.tabular.TabularFlow`) takes ``(N, D)`` float64 features instead.
 
     Example:
         >>> import numpy as np
@@ -41,6 +43,13 @@ def as_model_input(images: Any, model: Any) -> Tensor:
         >>> as_model_input(np.zeros((2, 64), np.uint8), flow).shape
         torch.Size([2, 1, 8, 8])
     """
+    num_features = getattr(model, "num_features", None)
+    if getattr(model, "input_shape", None) is None and isinstance(num_features, int):
+        # A flow over tabular rows (TabularFlow): real-valued (N, D) features, no pixels.
+        x = images.detach().cpu() if isinstance(images, Tensor) else torch.from_numpy(np.asarray(images, np.float64))
+        if x.ndim != 2 or x.shape[1] != num_features:
+            raise ValueError(f"this flow models rows of {num_features} features, got input of shape {tuple(x.shape)}")
+        return x.to(torch.float64)
     return as_images(images, getattr(model, "input_shape", None))
 
 

@@ -1,11 +1,11 @@
-"""OOD metrics from scikit-learn's: AUROC, AUPR-in, AUPR-out and the FPR at 95% TPR, inliers
-the positive class.
+"""OOD metrics from scikit-learn's: AUROC, AUPR-in, AUPR-out and the FPR at 95% TPR in both
+conventions (inliers positive, and outliers positive as pytorch-ood reports it).
 
 Example:
     >>> import numpy as np
     >>> metrics = evaluate(np.array([3.0, 2.0]), np.array([1.0, 0.0]))
-    >>> metrics["auroc"], metrics["fpr95"]
-    (1.0, 0.0)
+    >>> metrics["auroc"], metrics["fpr_at_95_tpr_in"], metrics["fpr_at_95_tpr_out"]
+    (1.0, 0.0, 0.0)
 """
 
 from __future__ import annotations
@@ -52,19 +52,33 @@ def labelled_scores(scores_in: Any, scores_out: Any, higher_is_inlier: bool = Tr
     return labels, sign * np.r_[s_in, s_out]
 
 
+def _fpr_at_tpr(positive: np.ndarray, scores: np.ndarray, tpr_level: float) -> float:
+    """The false-positive rate at the first ROC point (highest threshold) with TPR >= ``tpr_level``,
+    ``positive`` the 0/1 labels of the positive class and ``scores`` higher for it."""
+    fpr, tpr, _ = roc_curve(positive, scores, drop_intermediate=False)
+    return float(fpr[np.searchsorted(tpr, tpr_level, side="left")])
+
+
 def evaluate(scores_in: Any, scores_out: Any, higher_is_inlier: bool = True, plot: Any = None) -> dict:
     """OOD metrics of in-distribution scores against out-of-distribution scores.
 
-    Inliers are the positive class. Returns a dict with
+    Returns a dict with
 
     - ``auroc``: area under the ROC curve (``roc_auc_score``); 1 = perfect, 0.5 = chance,
-      0 = perfectly reversed (the scorer ranks outliers as more typical),
+      0 = perfectly reversed (the scorer ranks outliers as more typical). The same number with
+      either class positive,
     - ``aupr_in``: average precision with inliers as positives (``average_precision_score``),
     - ``aupr_out``: average precision with outliers as positives and negated scores,
-    - ``fpr95``: the false-positive rate on outliers at the threshold where 95% of inliers are
-      accepted. Precisely: ``t`` is the largest threshold with at least 95% of inliers scoring
-      ``>= t``; ``fpr95`` is the fraction of outliers scoring ``>= t`` (read off ``roc_curve``
-      as the first point with TPR >= 0.95). Lower is better,
+    - ``fpr_at_95_tpr_in``: **inliers positive**: the fraction of outliers accepted at the
+      threshold that accepts 95% of inliers. Precisely: ``t`` is the largest threshold with at
+      least 95% of inliers scoring ``>= t``; this is the fraction of outliers scoring ``>= t``.
+      The convention of Liang et al. (ODIN, 2018), Hendrycks et al.'s OOD papers and OpenOOD
+      ("FPR@95": how many outliers slip through while 95% of real data is kept). Lower is better,
+    - ``fpr_at_95_tpr_out``: **outliers positive**: the fraction of inliers flagged as outliers
+      at the threshold that flags 95% of outliers (the largest outlier-score threshold with at
+      least 95% of outliers at or above it). pytorch-ood's ``OODMetrics`` reports this one as
+      ``"FPR95TPR"`` (labels < 0 are its positive class). Lower is better. The two differ
+      whenever the score distributions are not mirror images, often by a lot,
     - ``n_in``, ``n_out``: the sample sizes.
 
     ``higher_is_inlier=False`` for scores where outliers score higher (pytorch-ood's, bits/dim).
@@ -76,12 +90,12 @@ def evaluate(scores_in: Any, scores_out: Any, higher_is_inlier: bool = True, plo
         0.8333
     """
     labels, scores = labelled_scores(scores_in, scores_out, higher_is_inlier)
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     metrics = {
         "auroc": float(roc_auc_score(labels, scores)),
         "aupr_in": float(average_precision_score(labels, scores)),
         "aupr_out": float(average_precision_score(1 - labels, -scores)),
-        "fpr95": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
+        "fpr_at_95_tpr_in": _fpr_at_tpr(labels, scores, 0.95),
+        "fpr_at_95_tpr_out": _fpr_at_tpr(1 - labels, -scores, 0.95),
         "n_in": int(labels.sum()),
         "n_out": int(len(labels) - labels.sum()),
     }

@@ -40,7 +40,7 @@ class OODReport:
     """Per-scorer OOD metrics and the scores behind them.
 
     Attributes:
-        metrics: scorer -> :func:`~hybridflow.ood.evaluate`'s dict (AUROC, AUPR-in, AUPR-out, FPR95, sizes).
+        metrics: scorer -> :func:`~hybridflow.ood.evaluate`'s dict (AUROC, AUPR-in, AUPR-out, both FPR@95%TPR, sizes).
         scores: scorer -> ``(in-distribution scores, out-of-distribution scores)``, higher = more inlier.
         n_in, n_out: the numbers of in- and out-of-distribution images.
         in_data, out_data: the names of the two sets (when :func:`ood_report` loaded them).

@@ -109,7 +109,9 @@ class Scorer:
         self.model = inference_model(model)
         self.batch_size = batch_size
 
-    def fit(self, images: Any) -> Scorer:
+    def fit(self, images: Any, sample_weight: Any = None) -> Scorer:
+        """Learn the scorer's statistics from in-distribution ``images`` (rows weighted by
+        ``sample_weight``, where the scorer has statistics)."""
         return self
 
     def score(self, images: Any) -> np.ndarray:
@@ -168,10 +170,11 @@ class Typicality(Scorer):
 
     name = "typicality"
 
-    def fit(self, images: Any) -> Typicality:
+    def fit(self, images: Any, sample_weight: Any = None) -> Typicality:
         nll = -log_likelihood(self.model, images, self.batch_size)
-        self.train_nll_mean_ = float(nll.mean())
-        self.train_nll_std_ = float(nll.std())
+        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self.train_nll_mean_ = float(np.average(nll, weights=weights))
+        self.train_nll_std_ = float(np.sqrt(np.average((nll - self.train_nll_mean_) ** 2, weights=weights)))
         return self
 
     def _check_fitted(self) -> None:

@@ -14,9 +14,12 @@ from .checkpoint import (
     CheckpointError, TrainingState, atomic_write_bytes, find_checkpoint, load_checkpoint, load_model_parts,
     load_training_state, load_weights, prune_checkpoints, save_checkpoint, step_directory, write_checkpoint,
 )
-from .config import LR_SCHEDULES, NonFiniteLossError, TrainConfig, TrainResult
+from .config import (
+    LR_SCHEDULES, NonFiniteLossError, SettingsError, TrainConfig, TrainResult, check_batch_size, uses_batch_statistics,
+)
 from .distributed import (
-    DistributedContext, all_agree, all_reduce, average_buffers, current_context, resolve_device, start_distributed,
+    DEVICE_TYPES, DeviceError, DistributedContext, all_agree, all_reduce, average_buffers, current_context,
+    resolve_device, start_distributed,
 )
 from .evaluate import evaluate_model
 from .fit import fit_backbone
@@ -24,6 +27,7 @@ from .interrupts import DeferredInterrupt
 from .loop import train
 from .optim import lr_factor, make_adam, make_ema, make_scheduler
 from .reporting import METRICS_FILE, LogWindow, MetricsLog, final_metrics, progress_bar
+from .rollback import LastGoodState, find_nonfinite
 from .state import (
     EpochBatches, RunProgress, capture_training_state, mix_seed, noise_generator,
     optimizer_state_from_parts, optimizer_state_parts, restore_ema, restore_training_state,
@@ -32,6 +36,7 @@ from .state import (
 __all__ = [
     # the loop and its settings
     "train", "TrainConfig", "TrainResult", "NonFiniteLossError", "LR_SCHEDULES", "fit_backbone", "evaluate_model",
+    "SettingsError", "check_batch_size", "uses_batch_statistics",
     # optimisation
     "make_adam", "lr_factor", "make_scheduler", "make_ema",
     # checkpoints
@@ -39,10 +44,12 @@ __all__ = [
     "load_model_parts", "load_training_state", "load_weights", "prune_checkpoints", "save_checkpoint",
     "step_directory", "write_checkpoint",
     # distribution
-    "DistributedContext", "resolve_device", "start_distributed", "current_context", "all_reduce", "all_agree",
+    "DEVICE_TYPES", "DeviceError", "DistributedContext", "resolve_device", "start_distributed", "current_context", "all_reduce", "all_agree",
     "average_buffers",
     # run state, randomness and reporting
     "EpochBatches", "RunProgress", "mix_seed", "noise_generator", "capture_training_state",
     "restore_training_state", "restore_ema", "optimizer_state_parts", "optimizer_state_from_parts",
     "DeferredInterrupt", "METRICS_FILE", "LogWindow", "MetricsLog", "final_metrics", "progress_bar",
+    # divergence: the last good state and the check of a model
+    "LastGoodState", "find_nonfinite",
 ]

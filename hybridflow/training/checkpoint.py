@@ -10,10 +10,16 @@ A checkpoint is a directory::
 
 Every file is written atomically (a temporary file in the same directory, flush, fsync,
 ``os.replace``), and the manifest goes last, so a directory without a manifest is an unfinished
-write that readers skip. A training run keeps its checkpoints under ``out_dir/checkpoints/``;
-:func:`find_checkpoint` resolves an ``out_dir``, that folder, a checkpoint directory or a
-``model.safetensors`` file to a complete checkpoint. Damaged files raise :class:`CheckpointError`
-naming the file.
+write: :func:`find_checkpoint` skips it in a folder of checkpoints, and loading it by name is
+refused. A training run keeps its checkpoints under ``out_dir/checkpoints/``; :func:`find_checkpoint`
+resolves an ``out_dir``, that folder, a checkpoint directory or a ``model.safetensors`` file to a
+checkpoint. Damaged files raise :class:`CheckpointError` naming the file.
+
+What a checkpoint says is what it holds: the model config in ``checkpoint.json`` must equal the
+copy bound to the weights in ``model.safetensors`` (whose SHA-256 the manifest holds), so an edited
+config (say ``preprocess`` centre -> logit) is refused rather than building another model around
+the weights. Checkpoints written before the copy was kept have none: they load with a warning.
+Non-finite weights (and training-state tensors) are refused on writing and on loading.
 
 Example:
     >>> import tempfile
@@ -33,6 +39,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -119,6 +126,10 @@ def _cpu_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
 
 
+def _first_nonfinite(tensors: dict[str, Tensor]) -> str | None:
+    return next((k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -136,9 +147,10 @@ def write_checkpoint(
     An existing checkpoint in ``directory`` is first marked unfinished (manifest removed), so a
     crash during the rewrite never leaves a directory that mixes two states.
     """
-    for name, value in model_state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"refusing to write a checkpoint: weight {name!r} is not finite")
+    for what, tensors in (("weight", model_state), ("training-state tensor", training_tensors or {})):
+        name = _first_nonfinite(tensors)
+        if name is not None:
+            raise CheckpointError(f"refusing to write a checkpoint: {what} {name!r} is not finite")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / MANIFEST_FILE
@@ -266,22 +278,52 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8 : 8 + size]).get("__metadata__", {}) or {}
 
 
-def load_model_parts(directory: PathLike) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Tensor]]:
-    """``(manifest, model config, weights)`` of the checkpoint directory ``directory`` (the
-    manifest is ``None`` for a bare ``model.safetensors`` whose metadata holds the config)."""
-    directory = Path(directory)
+def _require_manifest(directory: Path) -> dict[str, Any]:
     manifest = _read_manifest(directory)
-    expected = (manifest or {}).get("files", {})
-    tensors, metadata = _read_tensors(directory / MODEL_FILE, expected.get(MODEL_FILE))
-    if manifest is not None:
-        config = manifest.get("model_config")
-    else:
-        try:
-            config = json.loads(metadata["model_config"])
-        except (KeyError, ValueError):
-            raise CheckpointError(f"{directory / MODEL_FILE} holds no hybridflow model config") from None
+    if manifest is None:
+        raise CheckpointError(f"{directory} has no {MANIFEST_FILE}: it is an unfinished checkpoint (the manifest "
+                              "is written last) or not a hybridflow checkpoint; refusing to load it")
+    return manifest
+
+
+def _config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _config_differences(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1] or 'config'}: {a!r} vs {b!r}"]
+
+
+def load_model_parts(directory: PathLike) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
+    """``(manifest, model config, weights)`` of the checkpoint directory ``directory``.
+
+    Raises :class:`CheckpointError` when the manifest is missing, when its model config differs
+    from the copy bound to the weights in ``model.safetensors``, or when a weight is not finite.
+    """
+    directory = Path(directory)
+    manifest = _require_manifest(directory)
+    path = directory / MODEL_FILE
+    tensors, metadata = _read_tensors(path, manifest.get("files", {}).get(MODEL_FILE))
+    config = manifest.get("model_config")
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {directory} holds no model config")
+    if "model_config" in metadata:
+        try:
+            bound = json.loads(metadata["model_config"])
+        except ValueError:
+            raise CheckpointError(f"{path} holds a damaged copy of the model config") from None
+        differences = _config_differences(config, bound)
+        if differences:
+            raise CheckpointError(
+                f"the model config in {directory / MANIFEST_FILE} does not match the one bound to the weights in "
+                f"{path} ({'; '.join(differences[:3])}, manifest vs weights): the manifest was edited or belongs "
+                "to other weights; refusing to build another model around them")
+    else:
+        warnings.warn(f"{path} holds no copy of its model config (written by an older hybridflow): the config in "
+                      f"{MANIFEST_FILE} cannot be checked against the weights; save the model again to bind them",
+                      UserWarning, stacklevel=2)
+    bad = _first_nonfinite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint file {path} holds non-finite values in {bad!r}: refusing to load them")
     return manifest, config, tensors
 
 
@@ -320,8 +362,12 @@ def load_weights(model: HybridModel, weights: dict[str, Tensor], source: PathLik
 def load_training_state(path: PathLike) -> TrainingState:
     """The training state of the checkpoint at ``path`` (for ``train(..., resume=path)``)."""
     directory = find_checkpoint(path)
-    manifest = _read_manifest(directory)
-    if manifest is None or manifest.get("training_state") is None:
+    manifest = _require_manifest(directory)
+    if manifest.get("training_state") is None:
         raise CheckpointError(f"checkpoint {directory} holds no training state (it was saved as a model only)")
     tensors, _ = _read_tensors(directory / STATE_FILE, manifest.get("files", {}).get(STATE_FILE))
+    bad = _first_nonfinite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint file {directory / STATE_FILE} holds non-finite values in {bad!r}: "
+                              "refusing to load them")
     return TrainingState(int(manifest["step"]), manifest["training_state"], tensors)

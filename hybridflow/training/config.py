@@ -1,25 +1,101 @@
 """The settings of a training run (:class:`TrainConfig`), what it returns (:class:`TrainResult`)
 and the error that stops a diverging run (:class:`NonFiniteLossError`).
 
+Settings are checked when made: a setting that cannot work (``lr=nan``, ``steps=-1``) raises a
+:class:`SettingsError` naming the field, before any data loads or any step runs.
+:func:`check_batch_size` adds the check that needs the model: BatchNorm layers need two examples.
+
 Example:
     >>> config = TrainConfig(steps=100, warmup_steps=10)
     >>> config.to_dict()["betas"], config.lr_schedule
     ([0.9, 0.999], 'cosine')
+    >>> TrainConfig(lr=float("nan"))
+    Traceback (most recent call last):
+    ...
+    hybridflow.training.config.SettingsError: TrainConfig.lr must be a finite number > 0, got nan
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from ..hybrid import HybridModel
 
-__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "LR_SCHEDULES"]
+__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "LR_SCHEDULES", "SettingsError",
+           "uses_batch_statistics", "check_batch_size"]
 
 LR_SCHEDULES = ("cosine", "constant")
+
+#: Layers whose training-mode output depends on the other examples of the batch.
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+class SettingsError(ValueError):
+    """A training setting that cannot work (non-finite, out of range, of the wrong type or too
+    small for the model); the message names the setting."""
+
+
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether ``model`` holds BatchNorm layers, whose training-mode output needs a batch of at
+    least two examples (MixerFlow's MLP and KAN conditioners do; Glow's ActNorm-only stack not).
+
+    Example:
+        >>> uses_batch_statistics(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+        True
+    """
+    return any(isinstance(m, _BATCH_NORMS) for m in model.modules())
+
+
+def check_batch_size(model: nn.Module, batch_size: int, what: str = "batch_size") -> None:
+    """Raise :class:`SettingsError` if ``model`` cannot train on batches of ``batch_size``.
+
+    A BatchNorm in training mode normalises by the batch's own statistics: with one image
+    MixerFlow's conditioners see a degenerate batch and a run ends at ~1e31 bits/dim. Call it with
+    the batch size the loop will really use (``min(batch_size, len(train_data))``).
+
+    Example:
+        >>> check_batch_size(nn.BatchNorm1d(3), 1)
+        Traceback (most recent call last):
+        ...
+        hybridflow.training.config.SettingsError: batch_size must be at least 2 for a model with BatchNorm layers (BatchNorm1d), got 1
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise SettingsError(f"{what} must be a positive integer, got {batch_size!r}")
+    if batch_size < 2 and uses_batch_statistics(model):
+        kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _BATCH_NORMS)})
+        raise SettingsError(f"{what} must be at least 2 for a model with BatchNorm layers ({', '.join(kinds)}), "
+                            f"got {batch_size}")
+
+
+def _finite(name: str, value: Any, low: float | None = None, low_open: bool = False, high: float | None = None,
+            high_open: bool = False, allow_none: bool = False) -> float | None:
+    """``value`` as a float if it is a finite number in the range, else a :class:`SettingsError`."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SettingsError(f"TrainConfig.{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    in_range = math.isfinite(value) and (low is None or (value > low if low_open else value >= low)) and (
+        high is None or (value < high if high_open else value <= high))
+    if not in_range:
+        hint = " (or None)" if allow_none else ""
+        raise SettingsError(f"TrainConfig.{name} must be a finite number {' and '.join(bounds)}{hint}, got {value!r}")
+    return value
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,6 +140,9 @@ class TrainConfig:
         device: ``"auto"`` (cuda if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``... Under
             torchrun with cuda every process uses ``cuda:LOCAL_RANK``.
         num_threads: ``torch.set_num_threads`` for this process (``None``: leave it).
+        num_workers: ``DataLoader`` worker processes reading a ``Dataset`` (0: read in this process).
+        flip: mirror each training image left-right with probability 1/2 (seeded by the step, so
+            ``resume`` stays exact), as Glow trains CIFAR-10.
         progress: show a tqdm progress bar (rank 0 only).
     """
 
@@ -87,37 +166,48 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
+    num_workers: int = 0
+    flip: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
-        def positive(name: str, allow_none: bool = True) -> None:
+        def integer(name: str, low: int, allow_none: bool) -> None:
             value = getattr(self, name)
             if value is None and allow_none:
                 return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+                raise SettingsError(f"TrainConfig.{name} must be {kind}{' or None' if allow_none else ''}, "
+                                    f"got {value!r}")
+            setattr(self, name, int(value))  # numpy integers from a config file become ints
 
         for name in ("steps", "epochs", "eval_every", "eval_batch_size", "checkpoint_every", "num_threads"):
-            positive(name)
+            integer(name, 1, allow_none=True)
         for name in ("batch_size", "log_every", "keep_checkpoints", "max_nonfinite"):
-            positive(name, allow_none=False)
-        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
-            raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+            integer(name, 1, allow_none=False)
+        integer("warmup_steps", 0, allow_none=False)
+        integer("num_workers", 0, allow_none=False)
+        if not isinstance(self.flip, bool):
+            raise SettingsError(f"TrainConfig.flip must be true or false, got {self.flip!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise SettingsError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
+        self.seed = int(self.seed)
+        self.lr = _finite("lr", self.lr, low=0.0, low_open=True)
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else (self.betas,)
+        if len(betas) != 2:
+            raise SettingsError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(_finite("betas", b, low=0.0, high=1.0, high_open=True) for b in betas)  # type: ignore
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"TrainConfig.ema_decay must lie in (0, 1) or be None, got {self.ema_decay!r}")
-        if self.max_seconds is not None and not self.max_seconds >= 0:
-            raise ValueError(f"TrainConfig.max_seconds must be >= 0 or None, got {self.max_seconds!r}")
-        if not isinstance(self.device, str):
-            self.device = str(self.device)
+            raise SettingsError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        # inf would be a silent "no clipping" / "no budget": None says that
+        self.grad_clip = _finite("grad_clip", self.grad_clip, low=0.0, low_open=True, allow_none=True)
+        self.ema_decay = _finite("ema_decay", self.ema_decay, low=0.0, low_open=True, high=1.0, high_open=True,
+                                 allow_none=True)
+        self.max_seconds = _finite("max_seconds", self.max_seconds, low=0.0, allow_none=True)
+        if not isinstance(self.device, (str, torch.device)):
+            raise SettingsError(f"TrainConfig.device must be a string such as 'cpu' or 'cuda:0', got {self.device!r}")
+        self.device = str(self.device)
+        self.progress = bool(self.progress)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (``out_dir`` as a string)."""

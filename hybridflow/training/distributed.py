@@ -20,8 +20,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistributedContext", "resolve_device", "start_distributed", "current_context", "all_reduce",
+__all__ = ["DeviceError", "DEVICE_TYPES", "DistributedContext", "resolve_device", "start_distributed", "current_context", "all_reduce",
            "all_agree", "average_buffers"]
+
+
+#: The device types the library runs on (``"auto"`` picks cuda when available, else cpu).
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+class DeviceError(ValueError):
+    """A device that is unknown (``"gpu"``) or not present on this machine (``"cuda:7"``)."""
 
 
 @dataclass
@@ -43,21 +51,45 @@ class DistributedContext:
         return self.rank == 0
 
 
-def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.device:
+def resolve_device(spec: str | torch.device = "auto", local_rank: int | None = None) -> torch.device:
     """``"auto"`` -> ``cuda`` (``cuda:local_rank`` under torchrun) when available, else ``cpu``.
+
+    A device that is not one of :data:`DEVICE_TYPES` (``"gpu"``), or that this machine does not
+    have (``"cuda"`` without CUDA, ``"cuda:7"`` with two GPUs), raises :class:`DeviceError`
+    naming it and what is available.
 
     Example:
         >>> resolve_device("cpu")
         device(type='cpu')
+        >>> resolve_device("gpu")
+        Traceback (most recent call last):
+        ...
+        hybridflow.training.distributed.DeviceError: unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps
     """
-    if spec == "auto":
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        raise DeviceError(f"device must be a string such as 'cpu' or 'cuda:0', got {spec!r}")
+    if spec.strip().lower() == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec.strip())
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES or (device.index is not None and device.index < 0):
+        raise DeviceError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise DeviceError(f"unknown device {spec!r}: the CPU has no index (use cpu)")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {spec!r} asked for, but CUDA is not available")
+            raise DeviceError(f"device {spec!r} asked for, but CUDA is not available on this machine (use cpu or auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank or 0)
+        if device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {spec!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {spec!r} asked for, but MPS is not available on this machine (use cpu or auto)")
     return device
 
 

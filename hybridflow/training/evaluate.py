@@ -48,7 +48,7 @@ def evaluate_model(model: HybridModel, data: ImageData, batch_size: int = 256,
     device = torch.device(device) if device is not None else parameter_dtype_device(model)[1]
     model = model if is_inference_copy(model) else freeze(model)
     ctx = current_context() if distributed else DistributedContext()
-    indices = torch.arange(ctx.rank, len(data), ctx.world_size)
+    indices = torch.arange(ctx.rank, len(data), ctx.world_size, device="cpu")  # indexes the data, held on the CPU
     sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # bpd, correct, cross-entropy, labelled, examples
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]

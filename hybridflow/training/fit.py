@@ -36,8 +36,9 @@ def fit_backbone(backbone: FlowBackbone, images: Tensor, steps: int, batch_size:
 
     This is :func:`~hybridflow.training.train` on the pure-flow objective (``lam = 0``) with the
     backbone's own device: batches follow its seeded epoch order, gradients are clipped at
-    ``clip``, non-finite steps are skipped, ``verbose`` shows a progress bar. The backbone is
-    trained in place and left in evaluation mode; the global RNGs are left alone.
+    ``clip``, non-finite steps are skipped (and roll the backbone back), ``verbose`` shows a progress
+    bar. The backbone is trained in place and left in evaluation mode, also when
+    :class:`~hybridflow.training.NonFiniteLossError` stops a diverging run; the global RNGs are left alone.
     """
     if steps < 0:
         raise ValueError(f"steps must be non-negative, got {steps}")
@@ -54,6 +55,8 @@ def fit_backbone(backbone: FlowBackbone, images: Tensor, steps: int, batch_size:
     model.head.requires_grad_(False)  # lam = 0 gives it no gradient: keep it out of Adam and clipping
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule="constant", grad_clip=clip,
                          log_every=1, max_seconds=max_seconds, seed=seed, device=str(device), progress=bool(verbose))
-    result = train(model, ImageData(images), config)
-    backbone.eval()
+    try:
+        result = train(model, ImageData(images), config)
+    finally:  # a diverged run leaves the rolled-back (finite) backbone, in evaluation mode too
+        backbone.eval()
     return [math.nan if e["loss"] is None else e["loss"] for e in result.history if e["split"] == "train"]

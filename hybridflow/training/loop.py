@@ -11,10 +11,14 @@ What it does, and why:
 * Randomness from explicit generators derived from ``(seed, epoch)`` and ``(seed, rank, step)``
   (see :mod:`hybridflow.training.state`): the global RNGs are never read or reseeded, and
   ``resume`` continues exactly.
-* Faults: a step whose loss (or gradient norm) is not finite is skipped -- no update, buffers
-  (BatchNorm statistics) put back -- counted and reported; ``max_nonfinite`` such steps in a row
-  raise :class:`NonFiniteLossError`. Ctrl-C finishes at the step boundary, writes a checkpoint and
-  re-raises ``KeyboardInterrupt``.
+* Faults: a step whose loss or gradient is not finite is skipped and the model, its buffers,
+  the optimiser and the EMA roll back to the last good state (:mod:`~hybridflow.training.rollback`:
+  an update can leave finite weights that give NaN ever after). ``max_nonfinite`` such steps in a
+  row -- the count resets only once an update's weights give a finite pass -- raise
+  :class:`NonFiniteLossError` with the model rolled back (and checkpointed). Every checkpoint,
+  validation and the end first check the model (:func:`find_nonfinite`), rolling back if it
+  fails: no checkpoint of a broken model is written. Ctrl-C finishes at the step boundary,
+  writes a checkpoint and re-raises ``KeyboardInterrupt``.
 * Distributed: ``batch_size`` is per process; only rank 0 writes checkpoints, the metrics log
   and the progress bar. BatchNorm layers in the coupling conditioners are not converted to
   SyncBatchNorm: each rank normalises with its own batch statistics and DDP broadcasts rank 0's
@@ -43,20 +47,22 @@ from typing import Any, Union
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from ..flows import contains_inference_copy
-from ..data import ImageData
+from ..data import BatchSource, ImageData, as_batch_source
 from ..hybrid import HybridLoss, HybridModel
 from .checkpoint import (
-    CHECKPOINTS_DIR, find_checkpoint, load_model_parts, load_training_state, load_weights, prune_checkpoints,
-    step_directory, write_checkpoint,
+    CHECKPOINTS_DIR, CheckpointError, find_checkpoint, load_model_parts, load_training_state, load_weights,
+    prune_checkpoints, step_directory, write_checkpoint,
 )
-from .config import NonFiniteLossError, TrainConfig, TrainResult
+from .config import NonFiniteLossError, TrainConfig, TrainResult, check_batch_size
 from .distributed import DistributedContext, all_agree, all_reduce, average_buffers, resolve_device, start_distributed
 from .evaluate import evaluate_model
 from .interrupts import DeferredInterrupt
 from .optim import make_adam, make_ema, make_scheduler
 from .reporting import LogWindow, MetricsLog, final_metrics, progress_bar
+from .rollback import LastGoodState, find_nonfinite
 from .state import (
     EpochBatches, RunProgress, capture_training_state, noise_generator, restore_ema, restore_training_state,
 )
@@ -68,7 +74,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def train(
     model: HybridModel,
-    train_data: ImageData,
+    train_data: ImageData | Dataset | BatchSource,
     config: TrainConfig | None = None,
     val_data: ImageData | None = None,
     resume: PathLike | None = None,
@@ -77,7 +83,10 @@ def train(
 
     Args:
         model: a :class:`HybridModel` (frozen or not); trained in place, moved to the device.
-        train_data: the training images and labels.
+        train_data: the training images and labels: an :class:`ImageData`, a map-style or iterable
+            ``torch.utils.data.Dataset`` of ``(image, label)`` pairs (uint8 CHW tensors, PIL images or
+            HWC arrays; read through a ``DataLoader``), or a :class:`~hybridflow.data.BatchSource`
+            (workers, flips). Map-style data resumes bit-exactly; an iterable one needs ``config.steps``.
         config: a :class:`TrainConfig` (defaults if ``None``).
         val_data: validated every ``config.eval_every`` steps and at the end.
         resume: a checkpoint (or an ``out_dir``) of an earlier run with the same model, data and
@@ -94,29 +103,23 @@ def train(
     if contains_inference_copy(model):
         raise ValueError("train got an inference copy (hybridflow.freeze): it has no trainable weights; "
                          "train the model it was made from, then freeze that again")
-    _check_data(model, train_data, "train_data")
+    source = as_batch_source(train_data, num_workers=config.num_workers, flip=config.flip)
+    source.check_model(model.input_shape, model.num_classes, "train_data")
+    if source.num_examples is None and config.steps is None:
+        raise ValueError("train_data is an iterable dataset without __len__: set TrainConfig.steps")
+    check_batch_size(model, min(config.batch_size, source.num_examples or config.batch_size))
     if val_data is not None:
-        _check_data(model, val_data, "val_data")
+        if not isinstance(val_data, ImageData):
+            raise TypeError(f"val_data must be an ImageData (see hybridflow.data), got {type(val_data).__name__}")
+        as_batch_source(val_data).check_model(model.input_shape, model.num_classes, "val_data")
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     ctx = start_distributed(config.device)
     try:
-        return _Trainer(model, train_data, config, val_data, ctx).run(resume)
+        return _Trainer(model, source, config, val_data, ctx).run(resume)
     finally:
         if ctx.owns_group:
             dist.destroy_process_group()
-
-
-def _check_data(model: HybridModel, data: ImageData, what: str) -> None:
-    if not isinstance(data, ImageData):
-        raise TypeError(f"{what} must be an ImageData (see hybridflow.data), got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError(f"{what} is empty")
-    if data.image_shape != model.input_shape:
-        raise ValueError(f"{what} holds images of shape {data.image_shape}, the model expects {model.input_shape}")
-    top = int(data.labels.max())
-    if top >= model.num_classes:
-        raise ValueError(f"{what} has label {top} but the model has only {model.num_classes} classes")
 
 
 def _needs_init(model: nn.Module) -> bool:
@@ -127,16 +130,18 @@ def _needs_init(model: nn.Module) -> bool:
 class _Trainer:
     """One call of :func:`train`: the model, optimiser, schedule and counters of a run."""
 
-    def __init__(self, model: HybridModel, data: ImageData, config: TrainConfig, val_data: ImageData | None,
+    def __init__(self, model: HybridModel, data: BatchSource, config: TrainConfig, val_data: ImageData | None,
                  ctx: DistributedContext) -> None:
         self.model, self.data, self.config, self.val_data, self.ctx = model, data, config, val_data, ctx
         self.device = resolve_device(config.device, ctx.local_rank if ctx.active else None)
-        self.batches = EpochBatches(len(data), config.batch_size, config.seed, ctx.rank, ctx.world_size)
+        n = data.num_examples or config.batch_size * ctx.world_size  # an unsized stream: nominal epochs
+        self.batches = EpochBatches(n, config.batch_size, config.seed, ctx.rank, ctx.world_size)
         steps = config.steps if config.steps is not None else (config.epochs or 10) * self.batches.batches_per_epoch
         self.total_steps = int(steps)
         self.out_dir = Path(config.out_dir) if config.out_dir is not None and ctx.is_main else None
         self.progress = RunProgress()
-        self.consecutive = 0
+        self.updated = False  # the weights come from an update not yet seen to give a finite forward
+        self.good_step = 0  # the step before which the model was in its last good state
         self.last_checkpoint: Path | None = None
         self.ema: Any = None
         self.out_of_time = False
@@ -153,6 +158,9 @@ class _Trainer:
         self.optimizer = make_adam(self.params, lr=config.lr, betas=config.betas)
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, config.warmup_steps, config.lr_schedule)
         saved = self._load(resume) if resume is not None else None
+        self.stream = self.data.stream(self.batches, seed=config.seed, rank=self.ctx.rank,
+                                       world_size=self.ctx.world_size, device=self.device,
+                                       num_classes=model.num_classes, start=self.progress.step)
         model.train()
         # DDP's constructor copies rank 0's parameters and buffers to every rank, so the ActNorm
         # initialisation below starts from one set of weights and (all-reduced) ends in one.
@@ -167,7 +175,10 @@ class _Trainer:
             self.ema = make_ema(model, config.ema_decay)
             if saved is not None:
                 restore_ema(saved, self.ema.module, resume)
-        self.buffers = list(model.buffers())
+        self.last_good = LastGoodState(self.params, list(model.buffers()), self.optimizer,
+                                       self.ema.module if self.ema is not None else None)
+        self.last_good.save(held_buffers=False)
+        self.good_step = self.progress.step
         self.log = MetricsLog(self.out_dir, self.progress.history)
         self.log.start(resumed=resume is not None)
 
@@ -182,7 +193,13 @@ class _Trainer:
         if current is not None and current != model_config:
             warnings.warn(f"resuming from {directory}, whose model config {model_config} differs from this "
                           f"model's {current}", stacklevel=3)
-        load_weights(self.model, weights, directory)
+        try:
+            load_weights(self.model, weights, directory)
+        except CheckpointError:
+            if current is None or current == model_config:
+                raise
+            raise CheckpointError(f"cannot resume from {directory}: its weights are of another model (its "
+                                  f"config {model_config}, this model's {current})") from None
         self.progress, changed = restore_training_state(saved, self.optimizer, self.scheduler, self.batches,
                                                         self.ctx.world_size, directory)
         if changed:
@@ -194,8 +211,7 @@ class _Trainer:
     # -- per step ---------------------------------------------------------------------------
     def _forward(self, step: int, net: nn.Module) -> HybridLoss:
         """The loss parts of ``step``'s batch, with ``step``'s dequantisation noise."""
-        idx = self.batches.indices(step)
-        x, y = self.data.images[idx].to(self.device, non_blocking=True), self.data.labels[idx].to(self.device)
+        x, y = self.stream.batch(step)
         return net(x, y, generator=noise_generator(self.config.seed, self.ctx.rank, step))
 
     def run(self, resume: PathLike | None) -> TrainResult:
@@ -204,20 +220,20 @@ class _Trainer:
         bar = progress_bar(self.config.progress and self.ctx.is_main, self.total_steps, p.step)
         window = self.window = LogWindow.from_state(p.log_window)
         started_run = time.perf_counter()
-        updating = False
-        saved: list[Tensor] | None = None  # buffers before the step in progress
+        updating = in_forward = False
         try:
             with DeferredInterrupt() as interrupt, bar:
                 while p.step < self.total_steps and not self.out_of_time:
                     step = p.step
                     started = time.perf_counter()
-                    saved = [b.detach().clone() for b in self.buffers]
+                    self.last_good.hold_buffers()  # the forward moves BatchNorm statistics
+                    in_forward = True
                     parts = self._forward(step, self.net)
                     # One tiny all-reduce makes every rank skip, or stop, at the same step.
                     bad, stop = all_agree([not bool(torch.isfinite(parts.total)), interrupt.requested],
                                           self.ctx, self.device)
                     if stop:  # every rank got here: leave them all holding the same model
-                        self._restore(saved)
+                        self.last_good.release_buffers()
                         average_buffers(self._models(), self.ctx)
                         raise KeyboardInterrupt
                     self.optimizer.zero_grad(set_to_none=True)
@@ -225,20 +241,23 @@ class _Trainer:
                         parts.total.backward()
                         norm = nn.utils.clip_grad_norm_(self.params, self.config.grad_clip or math.inf)
                         bad = not bool(torch.isfinite(norm))  # DDP already averaged: ranks agree
+                    updating, in_forward = True, False
                     if bad:
                         self.optimizer.zero_grad(set_to_none=True)
-                        self._restore(saved)
-                        self._skip(step, bar)
-                    updating = True
-                    if not bad:
+                        self._roll_back(step, bar, "non-finite loss or gradient")
+                    else:
+                        if self.updated:  # the last update's weights gave a finite pass
+                            p.consecutive = 0
+                        self.last_good.save()  # the state before this forward: good
+                        self.good_step = step
                         self.optimizer.step()
                         if self.ema is not None:
                             self.ema.update(self.model, step=step + 1)
-                        self.consecutive = 0
+                        self.updated = True
                         window.add(parts, len(parts.targets))
                     self.scheduler.step()
                     p.step = step + 1
-                    updating, saved = False, None
+                    updating = False
                     p.train_seconds += time.perf_counter() - started
                     p.images_seen += len(parts.targets) * self.ctx.world_size
                     bar.update(1)
@@ -250,39 +269,67 @@ class _Trainer:
             if updating:
                 warnings.warn("interrupted during an update: no checkpoint written, the last one stays", stacklevel=2)
             else:
-                if saved is not None:  # interrupted mid-forward: undo its BatchNorm statistics
-                    self._restore(saved)
-                if self.out_dir is not None:
+                if in_forward:  # interrupted mid-forward: undo its BatchNorm statistics
+                    self.last_good.release_buffers()
+                if self._stored() and self._confirm(bar, may_stop=False) and self.out_dir is not None:
                     self._checkpoint(interrupted=True)
             raise
+        self.stream.close()  # shut the DataLoader's workers down now, not at garbage collection
         self.model.eval()
         return self._result()
+
+    def _stored(self) -> bool:  # the run writes checkpoints: every rank checks the model before rank 0 does
+        return self.config.out_dir is not None
 
     def _models(self) -> list[nn.Module]:
         return [self.model] + ([self.ema.module] if self.ema is not None else [])
 
-    def _restore(self, saved: list[Tensor]) -> None:
-        with torch.no_grad():
-            for buffer, value in zip(self.buffers, saved):
-                buffer.copy_(value)
-
-    def _skip(self, step: int, bar: Any) -> None:
-        self.progress.nonfinite += 1
-        self.consecutive += 1
-        message = (f"step {step}: non-finite loss or gradient, step skipped "
-                   f"({self.consecutive} in a row, {self.progress.nonfinite} in all)")
+    def _roll_back(self, step: int, bar: Any, why: str, may_stop: bool = True) -> None:
+        """Put the last good state back, count the bad step and stop after ``max_nonfinite`` in a row."""
+        self.last_good.restore()
+        self.updated = False
+        p = self.progress
+        p.nonfinite += 1
+        p.consecutive += 1
+        message = (f"step {step}: {why}, step skipped and the model rolled back to its state before step "
+                   f"{self.good_step} ({p.consecutive} in a row, {p.nonfinite} in all)")
         if self.ctx.is_main:
             if self.config.progress:
                 bar.write(message)
             else:
                 warnings.warn(message, RuntimeWarning, stacklevel=4)
-        if self.consecutive >= self.config.max_nonfinite:
-            where = f"; the last checkpoint, {self.last_checkpoint}, is valid" if self.last_checkpoint else ""
+        if may_stop and p.consecutive >= self.config.max_nonfinite:
+            # The rolled-back model is the run's result: checkpoint it so --resume starts from it,
+            # with max_nonfinite fresh tries.
+            count, p.consecutive = p.consecutive, 0
+            if self._stored() and self._confirm(bar, may_stop=False) and self.out_dir is not None:
+                self._checkpoint(force=True)
+            where = f"; checkpoint {self.last_checkpoint} holds a valid model" if self.last_checkpoint else ""
             raise NonFiniteLossError(
-                f"{self.consecutive} training steps in a row had a non-finite loss or gradient (up to step "
-                f"{step}; max_nonfinite={self.config.max_nonfinite}). The model keeps the weights of the last "
-                f"good step{where}. Try a lower learning rate, more warm-up or stronger gradient clipping.",
-                step=step, count=self.consecutive, checkpoint=self.last_checkpoint)
+                f"{count} training steps in a row had a non-finite loss, gradient or output (up to step "
+                f"{step}; max_nonfinite={self.config.max_nonfinite}). The model was rolled back to its state "
+                f"before step {self.good_step}, the last that gave finite outputs{where}. Try a lower learning "
+                "rate, more warm-up or stronger gradient clipping.", step=step, count=count,
+                checkpoint=self.last_checkpoint)
+
+    def _confirm(self, bar: Any, may_stop: bool = True) -> bool:
+        """Check the model on the last batch (ranks agree), rolling back once if it fails; True when
+        it passes, and it then becomes the last good state."""
+        step = max(self.progress.step - 1, 0)
+        x, y = self.stream.batch(step)
+        for attempt in range(2):
+            reason = next(filter(None, (find_nonfinite(m, x, y) for m in self._models())), None)
+            if not all_agree([reason is not None], self.ctx, self.device)[0]:
+                if self.updated:  # an update's weights gave a finite pass
+                    self.progress.consecutive = 0
+                self.last_good.save(held_buffers=False)
+                self.updated, self.good_step = False, self.progress.step
+                return True
+            if attempt == 0:
+                self._roll_back(step, bar, f"after the update, {reason or 'another rank failed'}", may_stop)
+        warnings.warn(f"the model's last good state fails the check too ({reason}): no checkpoint written at "
+                      f"step {self.progress.step}", RuntimeWarning, stacklevel=3)
+        return False
 
     def _after_step(self, window: LogWindow, bar: Any) -> None:
         step, config = self.progress.step, self.config
@@ -297,11 +344,13 @@ class _Trainer:
         validate = self.val_data is not None and ((config.eval_every and step % config.eval_every == 0) or last)
         every = config.checkpoint_every
         save = config.out_dir is not None and ((every and step % every == 0) or last)
+        good = True
         if validate or save or last:
             average_buffers(self._models(), self.ctx)
+            good = self._confirm(bar)
         if validate:
             self._validate()
-        if save and self.out_dir is not None:
+        if save and good and self.out_dir is not None:
             self._checkpoint()
 
     def _log_train(self, window: LogWindow) -> dict[str, Any]:
@@ -325,11 +374,11 @@ class _Trainer:
         figures = evaluate_model(model, self.val_data, batch, self.device, distributed=self.ctx.active)
         self.log.record(dict(split="val", step=self.progress.step, **figures))
 
-    def _checkpoint(self, interrupted: bool = False) -> None:
+    def _checkpoint(self, interrupted: bool = False, force: bool = False) -> None:
         root = self.out_dir / CHECKPOINTS_DIR
         root.mkdir(parents=True, exist_ok=True)
         directory = step_directory(root, self.progress.step)
-        if directory == self.last_checkpoint and not interrupted:
+        if directory == self.last_checkpoint and not (interrupted or force):
             return  # this step is already saved (e.g. checkpoint_every divides the last step)
         self.progress.log_window = self.window.state()
         state, tensors = capture_training_state(

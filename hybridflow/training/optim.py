@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["make_adam", "lr_factor", "make_scheduler", "make_ema"]
+__all__ = ["MIN_TIMM_FOR_EMA", "make_adam", "lr_factor", "make_scheduler", "make_ema"]
 
 
 def make_adam(params: Iterable[nn.Parameter], lr: float,
@@ -68,8 +68,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_st
     return LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, schedule))
 
 
+#: The oldest timm with ``ModelEmaV3``, whose ``update(model, step=...)`` the training loop calls
+#: (``ModelEmaV2`` before it takes no ``step``); pyproject.toml declares the same bound.
+MIN_TIMM_FOR_EMA = "0.9.16"
+
+
 def make_ema(model: nn.Module, decay: float) -> Any:
-    """timm's exponential moving average of ``model``'s weights (``.module`` holds the copy).
+    """timm's exponential moving average of ``model``'s weights (``.module`` holds the copy),
+    updated with ``ema.update(model, step=step)``.
 
     Example:
         >>> ema = make_ema(nn.Linear(3, 2), decay=0.9)
@@ -77,7 +83,14 @@ def make_ema(model: nn.Module, decay: float) -> Any:
         'Linear'
     """
     try:
-        from timm.utils import ModelEmaV3 as ModelEma
-    except ImportError:  # older timm
-        from timm.utils import ModelEmaV2 as ModelEma
-    return ModelEma(model, decay=decay)
+        from timm.utils import ModelEmaV3
+    except ImportError:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = f"timm {version('timm')} is installed"
+        except PackageNotFoundError:
+            found = "timm is not installed"
+        raise ImportError(f"the weight average (ema_decay) needs timm>={MIN_TIMM_FOR_EMA} (its ModelEmaV3); "
+                          f"{found}: pip install 'timm>={MIN_TIMM_FOR_EMA}'") from None
+    return ModelEmaV3(model, decay=decay)

@@ -75,7 +75,7 @@ class EpochBatches:
         epoch, offset = divmod(step, self.batches_per_epoch)
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-            order = torch.randperm(self.n, generator=generator)
+            order = torch.randperm(self.n, generator=generator, device="cpu")  # host-side indices on any default device
             padded = order.repeat(math.ceil(self.per_rank * self.world_size / self.n))[: self.per_rank * self.world_size]
             self._epoch, self._local = epoch, padded[self.rank :: self.world_size]
         return self._local[offset * self.batch_size : (offset + 1) * self.batch_size]
@@ -83,11 +83,12 @@ class EpochBatches:
 
 @dataclass
 class RunProgress:
-    """The counters of a run: the step it is at, skipped steps, the metrics history, time and
-    images spent, and the sums of the logging window in progress."""
+    """The counters of a run: the step it is at, skipped steps (in all and in a row), the metrics
+    history, time and images spent, and the sums of the logging window in progress."""
 
     step: int = 0
     nonfinite: int = 0
+    consecutive: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
     images_seen: int = 0
@@ -139,7 +140,7 @@ def capture_training_state(progress: RunProgress, optimizer: torch.optim.Optimiz
     state = dict(
         step=progress.step, total_steps=total_steps, epoch=progress.step / batches.batches_per_epoch,
         num_train=batches.n, batch_size=batches.batch_size, world_size=world_size,
-        nonfinite_steps=progress.nonfinite, scheduler=scheduler.state_dict(), optimizer=opt_json,
+        nonfinite_steps=progress.nonfinite, consecutive_nonfinite=progress.consecutive, scheduler=scheduler.state_dict(), optimizer=opt_json,
         history=progress.history, train_seconds=progress.train_seconds, images_seen=progress.images_seen,
         interrupted=interrupted, train_config=config, log_window=progress.log_window,
     )
@@ -162,6 +163,7 @@ def restore_training_state(saved: TrainingState, optimizer: torch.optim.Optimize
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"training state in {source} cannot be restored: {error!r}") from None
     progress = RunProgress(step=saved.step, nonfinite=int(s.get("nonfinite_steps", 0)),
+                           consecutive=int(s.get("consecutive_nonfinite", 0)),
                            history=list(s.get("history", [])), train_seconds=float(s.get("train_seconds", 0.0)),
                            images_seen=int(s.get("images_seen", 0)), log_window=s.get("log_window"))
     return progress, changed

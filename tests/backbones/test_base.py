@@ -76,6 +76,30 @@ def test_sampling_is_reproducible_and_keeps_the_mode():
         flow.sample(2, temperature=-1.0)
 
 
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -float("inf"), -1.0, -1e-9])
+def test_sample_refuses_a_temperature_that_is_not_finite_and_non_negative(temperature):
+    # nan and inf used to give all-grey images (the NaN inverse was mapped to mid-grey)
+    flow = randomize(make("glow_1x8x8"), scale=0.02)
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0, got"):
+        flow.sample(2, temperature=temperature)
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, True])
+def test_sample_refuses_a_count_that_is_not_a_positive_integer(n):
+    flow = make("mixerflow_1x8x8")
+    with pytest.raises(ValueError, match="number of samples n must be a positive integer"):
+        flow.sample(n)
+
+
+def test_sample_takes_numpy_counts_and_temperatures_and_refuses_other_types():
+    import numpy as np
+
+    flow = make("mixerflow_1x8x8")
+    assert flow.sample(np.int64(2), temperature=np.float32(0.0)).shape == (2, 1, 8, 8)
+    with pytest.raises(TypeError, match="temperature must be a number, got str"):
+        flow.sample(2, temperature="hot")
+
+
 def test_embedding_uses_the_midpoint_and_ignores_the_batch():
     flow = randomize(make("glow_1x8x8"), scale=0.02)
     x = pixels(flow.input_shape)

@@ -150,7 +150,8 @@ def test_ood(smoke):
         assert any(name.startswith("likelihood_ratio") for name in r["metrics"])
         assert len(r["metrics"]) == 9
         for m in r["metrics"].values():
-            assert all(0 <= m[k] <= 1 for k in ("auroc", "aupr_in", "aupr_out", "fpr95"))
+            assert all(0 <= m[k] <= 1 for k in ("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr_in",
+                                                    "fpr_at_95_tpr_out"))
 
 
 @slow
@@ -177,7 +178,8 @@ def test_scaling_and_render(tmp_path):
     assert all(_finite(r["train_s_per_image"]) and _finite(r["log_prob_s_per_image"]) for r in record["rows"])
     assert all(_finite(f["train_slope"]) for f in record["fits"].values())
     text = render.main(["--results-dir", str(tmp_path), "--out", str(tmp_path / "BENCHMARKS.md")])
-    assert text.count("_Not yet run") == len(render.SECTIONS) - 1  # every section but scaling
+    assert text.count("_Not yet run") == len(render.SECTIONS) - 2  # all but scaling and the GPU one
+    assert "_Not yet measured: no GPU" in text
     assert "## 6. Scaling with image size" in text and "slope" in text
     assert "scaling.png" in text
 

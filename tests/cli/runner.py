@@ -11,7 +11,7 @@ from hybridflow.cli import cli
 # A one-layer MixerFlow on 2x2 patches: a training step takes milliseconds.
 TINY = ["-o", "num_layers=1", "-o", "hidden=8", "-o", "steps=1"]
 COMMANDS = ["train", "probe", "eval", "sample", "ood", "explain", "backbones", "recipes"]
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "hybridflow" / "recipe_files"
 
 
 def run(*args: str, code: int = 0) -> Result:

@@ -12,13 +12,14 @@ from tests.cli.runner import one_line_error, run
 def test_ood_table_json_and_plots(trained, tmp_path):
     roc, hist = tmp_path / "roc.png", tmp_path / "hist.png"
     text = run("ood", "-c", trained, "--out-data", "noise", "--roc", roc, "--hist", hist, "--limit", "100").stdout
-    assert text.splitlines()[1].split() == ["scorer", "AUROC", "AUPR-in", "AUPR-out", "FPR95"]
+    assert text.splitlines()[1].split() == ["scorer", "AUROC", "AUPR-in", "AUPR-out", "FPR95-in",
+                                             "FPR95-out"]
     assert roc.stat().st_size > 1000 and hist.stat().st_size > 1000
     payload = json.loads(run("ood", "-c", trained, "--out-data", "inverted", "--score", "loglik,bpd,max_softmax",
                              "--limit", "100", "--json").stdout)
     assert set(payload["metrics"]) == {"loglik", "bpd", "max_softmax"}
     for m in payload["metrics"].values():
-        assert set(m) >= {"auroc", "aupr_in", "aupr_out", "fpr95"} and 0 <= m["auroc"] <= 1
+        assert set(m) >= {"auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr_in", "fpr_at_95_tpr_out"} and 0 <= m["auroc"] <= 1
 
 
 def test_ood_likelihood_ratio_with_a_reference(trained):

@@ -42,3 +42,12 @@ def test_missing_dataset_names_the_options_that_fix_it(tmp_path):
     assert str(tmp_path) in str(error.value)
     with pytest.raises(FileNotFoundError, match="cannot be downloaded"):
         DataSpec("animefaces", root=str(tmp_path)).load(train=False)
+
+
+def test_open_streams_a_converted_named_set_and_loads_subsets_in_memory(tmp_path):
+    from hybridflow.data import ImageData, NpyImages, convert_dataset
+
+    convert_dataset("digits", tmp_path / "digits" / "train")
+    assert isinstance(DataSpec("digits", root=str(tmp_path)).open(train=True), NpyImages)
+    assert isinstance(DataSpec("digits", root=str(tmp_path), limit=20).open(train=True), ImageData)
+    assert isinstance(DataSpec("digits", root=str(tmp_path)).open(train=False), ImageData)  # test not converted

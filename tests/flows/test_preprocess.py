@@ -94,6 +94,40 @@ def test_evaluation_noise_is_the_same_for_float64_pixels():
 
 
 # -- the preprocessing flows ---------------------------------------------------------------------
+@pytest.mark.parametrize("noise", ["uniform", "evaluation", "midpoint"])
+def test_dequantize_in_float64_is_not_rounded_through_float32(noise):
+    x = torch.randint(0, 256, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    u32 = dequantize(x, noise=noise, generator=torch.Generator().manual_seed(5))
+    u64 = dequantize(x, noise=noise, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    # the same noise values (drawn in float32) whatever the dtype; the sum formed in float64
+    draw = u32 * 256 - x  # the float32 noise, to float32 rounding
+    assert u64.dtype == torch.float64 and u32.dtype == torch.float32
+    assert torch.allclose(u64 * 256 - x.double(), draw.double(), atol=2e-5)
+    if noise != "midpoint":
+        exact = (x.double() + (evaluation_noise(x) if noise == "evaluation"
+                               else torch.rand(x.shape, generator=torch.Generator().manual_seed(5))).double()) / 256
+        assert torch.equal(u64, exact)
+
+
+def test_noise_is_drawn_on_the_cpu_whatever_the_default_device():
+    """Under ``torch.set_default_device("cuda")`` (here: ``meta``, which has no data) the noise is
+    still drawn on the CPU with its CPU generator and lands on the requested device."""
+    x = torch.randint(0, 256, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    expected = evaluation_noise(x, seed=3)
+    with torch.device("meta"):
+        noise = evaluation_noise(x, seed=3)
+        u = dequantize(x, noise="uniform", generator=torch.Generator().manual_seed(1))
+        on_meta = dequantize(x, noise="evaluation", seed=3, device="meta")
+    assert noise.device.type == "cpu" and torch.equal(noise, expected)
+    assert u.device.type == "cpu" and torch.equal(u, dequantize(x, generator=torch.Generator().manual_seed(1)))
+    assert on_meta.device.type == "meta" and on_meta.dtype == torch.float32
+
+
+def test_dequantize_refuses_a_dtype_that_is_not_floating():
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype"):
+        dequantize(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), dtype=torch.int32)
+
+
 def test_logit_log_det_by_hand():
     u = torch.full((1, 1, 1, 1), 0.5)
     y, logdet = Logit(alpha=0.05)(u)

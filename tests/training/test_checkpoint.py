@@ -3,6 +3,8 @@ refused, and the pieces a resume reads come back as written."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 
@@ -11,9 +13,28 @@ import torch
 
 import hybridflow.training.checkpoint as checkpoint_module
 from hybridflow.training import (
-    CheckpointError, find_checkpoint, load_checkpoint, load_model_parts, save_checkpoint, train, write_checkpoint,
+    CheckpointError, find_checkpoint, load_checkpoint, load_model_parts, load_training_state, save_checkpoint, train,
+    write_checkpoint,
 )
+from hybridflow.hybrid import HybridModel
 from tests.training.helpers import same_state, temp_files, tiny_config, tiny_model
+
+
+def _metadata(path) -> dict:
+    data = path.read_bytes()
+    return json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+
+
+def _rewrite(directory, file: str, tensors: dict, metadata: dict | None) -> None:
+    """Replace a checkpoint file and fix the manifest's SHA-256, as a careful forger would: only
+    the checks that do not rely on the checksum are left."""
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    (directory / file).write_bytes(data)
+    manifest = json.loads((directory / "checkpoint.json").read_text())
+    manifest["files"][file] = hashlib.sha256(data).hexdigest()
+    (directory / "checkpoint.json").write_text(json.dumps(manifest))
 
 
 def test_corrupted_checkpoints_give_clear_errors(digits, tmp_path):
@@ -44,12 +65,10 @@ def test_corrupted_checkpoints_give_clear_errors(digits, tmp_path):
     with pytest.raises(CheckpointError, match=r"checkpoint\.json is unreadable or corrupted"):
         load_checkpoint(manifest)
 
-    bare = damaged("bare")  # no manifest: safetensors' own header check must catch the damage
-    (bare / "checkpoint.json").unlink()
-    assert load_checkpoint(bare / "model.safetensors").num_classes == 10
-    (bare / "model.safetensors").write_bytes(b"\x00\x01garbage")
-    with pytest.raises(CheckpointError, match="not a safetensors file"):
-        load_checkpoint(bare)
+    garbage = damaged("garbage")  # a file the checksum and safetensors' own header check both catch
+    (garbage / "model.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_checkpoint(garbage)
 
     state = damaged("state")
     data = (state / "training_state.safetensors").read_bytes()
@@ -95,9 +114,7 @@ def test_model_parts_come_back_as_written(tmp_path):
     manifest, config, weights = load_model_parts(directory)
     assert manifest["step"] == 0 and config == model.config()
     same_state(weights, model.state_dict(), exact=True)
-    (directory / "checkpoint.json").unlink()  # a bare model.safetensors: the config is in its metadata
-    manifest, config, _ = load_model_parts(directory)
-    assert manifest is None and config == model.config()
+    assert json.loads(_metadata(directory / "model.safetensors")["model_config"]) == model.config()  # bound copy
 
 
 def test_an_inference_copy_is_not_saved(tmp_path):
@@ -108,3 +125,68 @@ def test_an_inference_copy_is_not_saved(tmp_path):
     with pytest.raises(ValueError, match="inference copy"):
         save_checkpoint(freeze(model), tmp_path / "copy")
     assert not (tmp_path / "copy").exists()
+
+
+def test_a_checkpoint_without_its_manifest_is_refused(digits, tmp_path):
+    """An unfinished write (or a stray model.safetensors) is not loaded as if it were complete."""
+    train_data, _ = digits
+    directory = train(tiny_model(), train_data, tiny_config(tmp_path / "run", steps=2)).checkpoint
+    (directory / "checkpoint.json").unlink()
+    for path in (directory, directory / "model.safetensors"):
+        with pytest.raises(CheckpointError, match=r"step-000000002 has no checkpoint\.json: it is an unfinished"):
+            load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"has no checkpoint\.json"):
+        train(tiny_model(), train_data, tiny_config(steps=4), resume=directory)
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):  # a run folder skips it
+        find_checkpoint(tmp_path / "run")
+
+
+def test_an_edited_model_config_is_refused(tmp_path):
+    """checkpoint.json's config is bound to the weights: preprocess centre -> logit would silently
+    build another model around them (log_prob -351 -> -1745 in the bug report)."""
+    model = tiny_model()
+    directory = save_checkpoint(model, tmp_path / "model")
+    manifest = json.loads((directory / "checkpoint.json").read_text())
+    manifest["model_config"]["backbone_options"]["preprocess"] = "logit"
+    (directory / "checkpoint.json").write_text(json.dumps(manifest))
+    assert HybridModel.from_config(manifest["model_config"]).config() != model.config()  # it would build
+    with pytest.raises(CheckpointError, match=r"model/checkpoint\.json does not match the one bound to the weights "
+                       r"in .*model/model\.safetensors \(backbone_options\.preprocess: 'logit' vs '<absent>'"):
+        load_checkpoint(directory)
+    manifest["model_config"]["backbone_options"].pop("preprocess")
+    manifest["model_config"]["num_classes"] = 10
+    (directory / "checkpoint.json").write_text(json.dumps(manifest))
+    assert load_checkpoint(directory).num_classes == 10  # undone: it loads again
+
+
+def test_an_old_checkpoint_without_the_bound_config_loads_with_a_warning(tmp_path):
+    model = tiny_model()
+    directory = save_checkpoint(model, tmp_path / "old")
+    _rewrite(directory, "model.safetensors", model.state_dict(), {"format": "hybridflow-checkpoint"})
+    with pytest.warns(UserWarning, match="holds no copy of its model config"):
+        loaded = load_checkpoint(directory)
+    same_state(loaded.state_dict(), model.state_dict(), exact=True)
+
+
+def test_non_finite_weights_are_refused_on_load(digits, tmp_path):
+    train_data, _ = digits
+    directory = train(tiny_model(), train_data, tiny_config(tmp_path / "run", steps=2, ema_decay=0.9)).checkpoint
+    metadata = _metadata(directory / "model.safetensors")
+    weights = load_model_parts(directory)[2]
+    weights["head.bias"] = weights["head.bias"].clone()
+    weights["head.bias"][3] = math.inf
+    _rewrite(directory, "model.safetensors", weights, metadata)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors holds non-finite values in 'head\.bias'"):
+        load_checkpoint(directory)
+    with pytest.raises(CheckpointError, match="non-finite values in 'head.bias'"):
+        train(tiny_model(), train_data, tiny_config(steps=4), resume=directory)
+
+    directory = train(tiny_model(), train_data, tiny_config(tmp_path / "ema", steps=2, ema_decay=0.9)).checkpoint
+    state = dict(load_training_state(directory).tensors)
+    state["ema.head.weight"] = state["ema.head.weight"] * math.nan
+    _rewrite(directory, "training_state.safetensors", state, {"format": "hybridflow-checkpoint"})
+    with pytest.raises(CheckpointError, match=r"training_state\.safetensors holds non-finite values in 'ema\."):
+        load_checkpoint(directory, ema=True)
+    model = tiny_model()
+    with pytest.raises(CheckpointError, match="refusing to write a checkpoint: training-state tensor 'ema.w'"):
+        write_checkpoint(tmp_path / "x", model.state_dict(), model.config(), 1, {}, {"ema.w": torch.tensor([math.nan])})

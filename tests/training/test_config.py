@@ -36,3 +36,28 @@ def test_to_dict_is_plain_json_and_rebuilds_the_config(tmp_path):
     data = config.to_dict()
     assert data["out_dir"] == str(tmp_path) and data["betas"] == [0.8, 0.9]
     assert TrainConfig(**data) == TrainConfig(steps=5, out_dir=str(tmp_path), betas=(0.8, 0.9))
+
+
+def test_non_finite_settings_are_refused_with_the_field_named():
+    from hybridflow.training.config import SettingsError
+
+    for kwargs, field in [(dict(lr=float("nan")), "lr"), (dict(grad_clip=float("inf")), "grad_clip"),
+                          (dict(max_seconds=float("nan")), "max_seconds"), (dict(betas=(0.9, float("nan"))), "betas")]:
+        with pytest.raises(SettingsError, match=f"TrainConfig.{field} must be a finite number"):
+            TrainConfig(**kwargs)
+
+
+def test_check_batch_size_needs_two_images_only_with_batch_norm():
+    from torch import nn
+
+    from hybridflow.training.config import SettingsError, check_batch_size, uses_batch_statistics
+
+    mixer = HybridModel("mixerflow_tiny", 3, **TINY)
+    glow = HybridModel("glow_tiny", 3, input_shape=(1, 8, 8), hidden=8, num_steps=1)
+    assert uses_batch_statistics(mixer) and not uses_batch_statistics(glow)
+    with pytest.raises(SettingsError, match="batch_size must be at least 2 .*BatchNorm1d.*got 1"):
+        check_batch_size(mixer, 1)
+    check_batch_size(glow, 1)
+    check_batch_size(mixer, 2)
+    with pytest.raises(SettingsError, match="train_data holds"):
+        check_batch_size(nn.BatchNorm1d(2), 1, what="train_data holds 1 image: batch_size")

@@ -90,3 +90,35 @@ def test_only_rank_zero_writes_and_its_checkpoint_holds_the_weights(ddp_run):
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "metrics.jsonl"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == len(reports[0]["history"])
     _assert_identical(load_checkpoint(run).state_dict(), load_file(ddp_run / "rank0.safetensors"))
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("gpu", "unknown device 'gpu'"), ("", "unknown device ''"), ("cpu:1", "the CPU has no index"),
+    ("meta", "unknown device 'meta'"), (3, "must be a string"),
+])
+def test_resolve_device_names_an_unknown_device(spec, words):
+    from hybridflow.training.distributed import DeviceError
+
+    with pytest.raises(DeviceError, match=words):
+        resolve_device(spec)
+    assert issubclass(DeviceError, ValueError)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("spec", ["cuda", "cuda:7"])
+def test_resolve_device_names_cuda_missing(spec):
+    from hybridflow.training.distributed import DeviceError
+
+    with pytest.raises(DeviceError, match=f"device '{spec}' asked for, but CUDA is not available"):
+        resolve_device(spec)
+
+
+def test_resolve_device_names_a_gpu_index_beyond_the_machine():
+    from hybridflow.training.distributed import DeviceError
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    count = torch.cuda.device_count()
+    with pytest.raises(DeviceError, match=f"has {count} CUDA device"):
+        resolve_device(f"cuda:{count}")
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)

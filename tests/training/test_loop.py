@@ -163,14 +163,17 @@ def test_constant_schedule_keeps_the_learning_rate_after_warm_up(digits):
 
 
 def _poison(model: HybridModel, bad_calls) -> dict:
-    """Make the backbone's forward number ``n`` (1-based) in ``bad_calls`` return a NaN log-det, and
-    record the full state before every forward."""
+    """Make the backbone's training-mode forward number ``n`` (1-based) in ``bad_calls`` return a NaN
+    log-det, and record the full state before every one (the evaluation-mode checks are left alone)."""
     record = {"n": 0, "before": []}
 
     def pre(module, inputs):
-        record["before"].append({k: v.clone() for k, v in model.state_dict().items()})
+        if module.training:
+            record["before"].append({k: v.clone() for k, v in model.state_dict().items()})
 
     def post(module, inputs, output):
+        if not module.training:
+            return None
         record["n"] += 1
         if bad_calls(record["n"]):
             return output[0], output[1] * math.nan
@@ -189,8 +192,9 @@ def test_nonfinite_step_is_skipped_counted_and_reported(digits):
     assert result.steps == 5 and result.metrics["nonfinite_steps"] == 1
     assert [e["nonfinite_steps"] for e in result.history] == [0, 1, 1]
     before = record["before"]
-    # the skipped step (between forwards 4 and 5) left weights and BatchNorm statistics untouched,
-    same_state(before[3], before[4], exact=True)
+    # the skipped step 2 (forward 4) rolled weights and BatchNorm statistics back to their state
+    # before step 1, the last step whose forward was finite (step 1's update is suspect too),
+    same_state(before[2], before[4], exact=True)
     # while a good step changes them
     assert not torch.equal(before[2]["head.weight"], before[3]["head.weight"])
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
@@ -220,7 +224,8 @@ def test_too_many_nonfinite_steps_stop_with_valid_weights_and_checkpoint(digits,
         train(model, train_data, tiny_config(tmp_path, steps=10, checkpoint_every=1, max_nonfinite=3))
     error = info.value
     assert isinstance(error, RuntimeError) and error.count == 3 and error.step == 4
-    # skipped steps still count: the checkpoint after steps 2 and 3 (both skipped) holds step 1's weights
+    # skipped steps still count: the checkpoint after steps 2 and 3 (both skipped) holds the weights
+    # from before step 1, the last whose forward was finite
     assert error.checkpoint == tmp_path / "checkpoints" / "step-000000004"
     assert find_checkpoint(tmp_path) == error.checkpoint
     same_state(load_checkpoint(error.checkpoint).state_dict(), model.state_dict(), exact=True)
@@ -260,3 +265,70 @@ def test_training_refuses_an_inference_copy():
         train(freeze(model), data, TrainConfig(steps=1, batch_size=4))
     with pytest.raises(ValueError, match="inference copy"):
         fit_backbone(freeze(model.backbone), data.images, steps=1)
+
+
+def _usable(model: HybridModel, images: torch.Tensor) -> bool:
+    with torch.no_grad():
+        return bool(torch.isfinite(model.log_prob(images)).all() and torch.isfinite(model.predict_proba(images)).all())
+
+
+def test_divergence_rolls_back_to_a_usable_model_and_checkpoints_only_usable_ones(digits, tmp_path):
+    """lr = 1000: the loss and gradients stay finite but the updated weights give NaN ever after.
+    Good and bad steps alternate; only a finite pass on *updated* weights resets the count."""
+    train_data, val_data = digits
+    model = tiny_model()
+    config = dict(steps=60, lr=1e3, checkpoint_every=3, keep_checkpoints=3, max_nonfinite=4, ema_decay=0.9)
+    with pytest.warns(RuntimeWarning, match="rolled back"), pytest.raises(NonFiniteLossError) as info:
+        train(model, train_data, tiny_config(tmp_path, **config), val_data)
+    error = info.value
+    assert error.count == 4 and "rolled back to its state before step" in str(error)
+    assert str(error.checkpoint) in str(error) and find_checkpoint(tmp_path) == error.checkpoint
+    assert _usable(model, val_data.images[:32])
+    # every checkpoint kept holds a usable model (and EMA), the last one the model itself
+    for directory in sorted((tmp_path / "checkpoints").iterdir()):
+        assert _usable(load_checkpoint(directory), val_data.images[:32]), directory
+        assert _usable(load_checkpoint(directory, ema=True), val_data.images[:32]), directory
+    same_state(load_checkpoint(error.checkpoint).state_dict(), model.state_dict(), exact=True)
+    # --resume starts from that finite model (and, at the same learning rate, stops again with one)
+    fresh = tiny_model(seed=5)
+    first = _poison(fresh, lambda n: False)
+    with pytest.warns(RuntimeWarning), pytest.raises(NonFiniteLossError) as again:
+        train(fresh, train_data, tiny_config(tmp_path, **config), resume=tmp_path)
+    same_state(first["before"][0], load_checkpoint(error.checkpoint).state_dict(), exact=True)
+    assert again.value.count == 4 and again.value.step > error.step  # max_nonfinite fresh tries
+    assert _usable(fresh, val_data.images[:32]) and _usable(load_checkpoint(tmp_path), val_data.images[:32])
+
+
+def test_divergence_without_periodic_checkpoints_still_leaves_one(digits, tmp_path):
+    train_data, val_data = digits
+    model = tiny_model()
+    with pytest.warns(RuntimeWarning), pytest.raises(NonFiniteLossError) as info:
+        train(model, train_data, tiny_config(tmp_path, steps=60, lr=1e3, max_nonfinite=3))
+    assert info.value.checkpoint is not None and find_checkpoint(tmp_path) == info.value.checkpoint
+    assert _usable(model, val_data.images[:32]) and _usable(load_checkpoint(tmp_path), val_data.images[:32])
+
+
+def test_infinite_pixels_skip_the_step_and_leave_the_model_unharmed(digits):
+    train_data, val_data = digits
+    model = tiny_model()
+    record = _poison(model, lambda n: False)  # records the state before every training forward
+    calls = {"n": 0}
+
+    def infinite_pixel(module, inputs):  # the dequantised pixels the flow receives
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 4:  # call 1 initialises ActNorm: call 4 is step 2's batch
+                u = inputs[0].clone()
+                u[0, 0, 3, 3] = math.inf
+                return (u,)
+        return None
+
+    model.backbone.register_forward_pre_hook(infinite_pixel)
+    with pytest.warns(RuntimeWarning, match="step 2: non-finite loss or gradient"):
+        result = train(model, train_data, tiny_config(steps=6))
+    assert result.metrics["nonfinite_steps"] == 1 and result.steps == 6
+    before = record["before"]
+    same_state(before[2], before[4], exact=True)  # rolled back to before step 1, then trained on
+    assert not torch.equal(before[4]["head.weight"], before[5]["head.weight"])
+    assert all(math.isfinite(e["loss"]) for e in result.history)
+    assert _usable(model, val_data.images[:32])

@@ -58,3 +58,29 @@ def test_ema_averages_the_weights():
         net.weight.fill_(1.0)
     ema.update(net, step=10)  # past timm's warm-up: a plain exponential average
     torch.testing.assert_close(ema.module.weight, torch.full((1, 2), 0.5))
+
+
+def test_ema_on_a_timm_without_model_ema_v3_says_which_timm_it_needs(monkeypatch):
+    """timm before 0.9.16 has only ModelEmaV2, whose update() takes no ``step``: the training loop's
+    ``ema.update(model, step=...)`` would fail mid-run, so refuse up front and name the version."""
+    import sys
+    import types
+
+    import timm.utils
+
+    old_timm_utils = types.ModuleType("timm.utils")
+    old_timm_utils.ModelEmaV2 = timm.utils.ModelEmaV2
+    monkeypatch.setitem(sys.modules, "timm.utils", old_timm_utils)
+    monkeypatch.setattr(sys.modules["timm"], "utils", old_timm_utils)
+    with pytest.raises(ImportError, match=r"needs timm>=0\.9\.16 .*timm [0-9.]+ is installed"):
+        make_ema(torch.nn.Linear(2, 1), decay=0.5)
+
+
+def test_the_declared_timm_bound_is_the_one_the_ema_needs():
+    import re
+    from pathlib import Path
+
+    from hybridflow.training.optim import MIN_TIMM_FOR_EMA
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert re.search(rf'"timm>={re.escape(MIN_TIMM_FOR_EMA)}[",]', pyproject)

@@ -1,0 +1,165 @@
+"""Features of a frozen flow for linear probes: its latent, its latents at every depth and the
+hidden units of its coupling conditioners.
+
+A flow's final latent is trained to look like Gaussian noise, which is what a density model
+wants and not what a linear probe wants: on the embedded digits a trained MixerFlow's latent
+probes below the raw pixels. The conditioners are where a flow computes nonlinear features of
+its input (in MixerFlow they are MLP-Mixer blocks, in Glow small CNNs), and the latents at
+intermediate depths are less Gaussianised than the last one. The feature sets:
+
+- ``"latent"``: the final latent, flattened ``(N, D)`` (the backbone's ``embed``);
+- ``"pooled"``: the latent averaged over positions (MixerFlow: over patches);
+- ``"depths"``: the latent after every block (MixerFlow: every mixer layer, Glow: every step),
+  flattened and concatenated;
+- ``"hidden"``: every conditioner's last hidden activations (MixerFlow: ``GELU(BN(h))`` before
+  the output layer of each channel- and patch-mixing coupling; Glow: the ReLU after the 1x1
+  convolution), averaged and max-pooled over the rows (patches, or pixel positions within a
+  patch) or spatial positions they are shared by, concatenated;
+- ``"depths+hidden"``: both.
+
+Everything is computed under ``torch.no_grad`` on an evaluation-mode copy of the backbone
+(forward hooks on the copy: the caller's model is left as it is), with midpoint dequantisation,
+so an image's features depend neither on noise nor on its batch.
+
+Example:
+    >>> import numpy as np
+    >>> from hybridflow import create_backbone
+    >>> flow = create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=8)
+    >>> flow_features(flow, np.zeros((3, 1, 8, 8), np.uint8), "hidden").shape   # 2 layers x 4 couplings x 16
+    (3, 128)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .backbones.density import parameter_dtype_device
+from .data import as_images
+from .flows import ConvConditioner, ResidualMLP, inference_model, is_inference_copy
+
+__all__ = ["FEATURE_SETS", "DEFAULT_FEATURES", "flow_features", "check_features"]
+
+FEATURE_SETS = ("latent", "pooled", "depths", "hidden", "depths+hidden")
+"""Names :func:`flow_features` accepts."""
+
+DEFAULT_FEATURES = "depths+hidden"
+"""What ``embed_images`` and ``hybridflow probe`` use unless told otherwise: the best set of both
+MixerFlow and Glow in ``bench/embedding_features.py`` on the digits (the README's main job:
+MixerFlow 96.67% / log-loss 0.116 against 93.56% / 0.333 for the latent and 96.81% / 0.141 for
+the raw pixels). It is wide (MixerFlow tiny on 28x28: 10,368 values), so a probe on a large
+training set needs memory: ``"hidden"`` (4,096) or ``"latent"`` (784) are lighter."""
+
+
+def check_features(features: str) -> str:
+    """``features`` if it names a feature set, else ``ValueError`` listing the names.
+
+    Example:
+        >>> check_features("latent")
+        'latent'
+    """
+    if features not in FEATURE_SETS:
+        raise ValueError(f"unknown features {features!r}: choose one of {', '.join(FEATURE_SETS)}")
+    return features
+
+
+def _backbone(model: Any) -> Any:
+    # A hybrid model's backbone holds the representation (its own embed() is the head's input).
+    backbone = model.backbone if hasattr(getattr(model, "backbone", None), "embed") else model
+    if not hasattr(backbone, "embed"):
+        raise TypeError(f"{type(model).__name__} has no embed method (nor a .backbone with one)")
+    return backbone
+
+
+def _hidden_taps(backbone: nn.Module) -> list[tuple[nn.Module, Callable[[Any], Tensor]]]:
+    """``(module, hidden_of(output))`` for each conditioner's last hidden layer."""
+    taps: list[tuple[nn.Module, Callable[[Any], Tensor]]] = []
+    for module in backbone.modules():
+        if isinstance(module, ResidualMLP):  # head = BN, GELU, Linear: the GELU's output
+            taps.append((module.head[1], lambda out: out))
+        elif isinstance(module, ConvConditioner):  # ReLU(ActNorm(conv1x1)); ActNorm returns (y, logdet)
+            taps.append((module.norm_mid, lambda out: torch.relu(out[0])))
+    if not taps:
+        raise ValueError(f"{type(backbone).__name__} has no MLP or convolutional coupling conditioner whose "
+                         "hidden units could be read: use features='latent' or 'depths'")
+    return taps
+
+
+def _depth_taps(backbone: nn.Module) -> list[nn.Module]:
+    """The blocks whose outputs are the latents at every depth."""
+    from .backbones import Glow, MixerFlow
+    from .backbones.glow import GlowLevel
+
+    if isinstance(backbone, MixerFlow):
+        return list(backbone.body)[2:]  # after the 1x1 convolution and the patchify: the mixer layers
+    if isinstance(backbone, Glow):
+        return [step for level in backbone.modules() if isinstance(level, GlowLevel) for step in level.steps]
+    raise ValueError(f"features='depths' knows MixerFlow and Glow, not {type(backbone).__name__}")
+
+
+def _pool_hidden(h: Tensor, batch: int) -> Tensor:
+    """Mean and max over the rows or positions that share the conditioner's weights."""
+    h = h.float()
+    rows = h.flatten(2) if h.dim() == 4 else h.reshape(batch, -1, h.shape[-1]).transpose(1, 2)
+    return torch.cat([rows.mean(2), rows.amax(2)], 1)  # (batch, 2 * hidden)
+
+
+def _hooked_features(backbone: nn.Module, x: Tensor, features: str) -> Tensor:
+    depths: list[Tensor] = []
+    hidden: list[Tensor] = []
+    hooks = []
+    batch = len(x)
+    try:
+        if "depths" in features:
+            for block in _depth_taps(backbone):
+                hooks.append(block.register_forward_hook(lambda m, i, out: depths.append(out[0].float().flatten(1))))
+        if "hidden" in features:
+            for module, hidden_of in _hidden_taps(backbone):
+                hooks.append(module.register_forward_hook(
+                    lambda m, i, out, f=hidden_of: hidden.append(_pool_hidden(f(out), batch))))
+        backbone.embed(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.cat(depths + hidden, 1)  # the depths first, then the hidden units, each in forward order
+
+
+def flow_features(model: Any, images: Any, features: str = DEFAULT_FEATURES, batch_size: int = 256) -> np.ndarray:
+    """The ``features`` (see :data:`FEATURE_SETS`) of ``images`` under a backbone (a hybrid
+    model's: its ``.backbone``'s) as float32 ``(N, dim)``.
+
+    ``"latent"`` and ``"pooled"`` run the fused inference copy; the others an evaluation-mode
+    copy of the live model with forward hooks (an inference copy is refused: its conditioners
+    are folded, their hidden units gone).
+
+    Example:
+        >>> import numpy as np
+        >>> from hybridflow import create_backbone
+        >>> flow = create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=8)
+        >>> flow_features(flow, np.zeros((2, 1, 8, 8), np.uint8), "depths").shape   # 2 layers x 64
+        (2, 128)
+    """
+    check_features(features)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    backbone = _backbone(model)
+    images = as_images(images, getattr(backbone, "input_shape", None))
+    pooled = features == "pooled"
+    if features in ("latent", "pooled"):
+        if isinstance(backbone, nn.Module):  # the fused inference path, on weights it owns
+            backbone = inference_model(backbone)
+        run = lambda b: backbone.embed(b, pooled=pooled)  # noqa: E731
+    else:
+        if not isinstance(backbone, nn.Module) or is_inference_copy(backbone):
+            raise ValueError(f"features={features!r} needs the live model (its conditioners' hidden units and "
+                             "blocks), not an inference copy")
+        backbone = copy.deepcopy(backbone).eval()  # hooks and eval mode on a copy: the model stays as it is
+        run = lambda b: _hooked_features(backbone, b, features)  # noqa: E731
+    device = parameter_dtype_device(backbone)[1] if isinstance(backbone, nn.Module) else torch.device("cpu")
+    with torch.no_grad():
+        out = [run(b.to(device)).float().cpu() for b in images.split(int(batch_size))]
+    return torch.cat(out).numpy()
