@@ -29,7 +29,7 @@ from .backbones.registry import backbone_family, registered_name
 from .hybrid import HybridModel
 
 __all__ = ["PRETRAINED_PREFIX", "list_pretrained", "pretrained_folder", "load_pretrained", "pretrained_backbone",
-           "resolve_model_path"]
+           "resolve_model_path", "named_model"]
 
 #: ``--checkpoint pretrained:mnist`` names a shipped model instead of a folder.
 PRETRAINED_PREFIX = "pretrained:"
@@ -90,3 +90,15 @@ def pretrained_backbone(backbone: str, name: str, device: str = "cpu") -> FlowBa
         raise ValueError(f"pretrained model {name!r} is a {card['backbone']}, not a {backbone}: ask for "
                          f"create_backbone({card['backbone']!r}, pretrained={name!r})")
     return load_pretrained(name, device).backbone
+
+
+def named_model(model: Any) -> Any:
+    """``"pretrained:<name>"`` as the shipped model (:func:`load_pretrained`); anything else unchanged.
+
+    Example:
+        >>> named_model("pretrained:mnist").input_shape, named_model(None)
+        ((1, 28, 28), None)
+    """
+    if isinstance(model, str) and model.startswith(PRETRAINED_PREFIX):
+        return load_pretrained(model[len(PRETRAINED_PREFIX):])
+    return model

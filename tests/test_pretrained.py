@@ -65,3 +65,18 @@ def test_the_card_s_bits_per_dim_holds_on_the_test_images():
     test = load_dataset("mnist", DATA_ROOT, train=False, limit=1000)
     figures = evaluate_model(load_pretrained("mnist"), test, batch_size=500)
     assert abs(figures["bits_per_dim"] - CARDS["mnist"]["test_bits_per_dim"]) < 0.03
+
+
+def test_flow_density_scores_with_a_pretrained_model_without_training():
+    import numpy as np
+
+    from hybridflow.ood import FlowDensity
+
+    detector = FlowDensity.from_model("pretrained:fashionmnist", scorer="loglik")
+    scores = detector.score_samples(np.zeros((2, 1, 28, 28), np.uint8))
+    from hybridflow import freeze
+
+    with torch.no_grad():  # the detector scores with the inference copy (bfloat16 conditioners: see freeze)
+        expected = freeze(load_pretrained("fashionmnist").backbone).log_prob(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    np.testing.assert_allclose(scores, expected.double().numpy(), rtol=1e-4)  # higher = more typical

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..backbones import FlowBackbone, create_backbone
 from ..data import as_images
 from ..flows import freeze, inference_model
+from ..pretrained import named_model
 from ..seeding import seeded
 from .likelihood import log_likelihood, model_device
 from .scorers import SCORERS, create_scorer, perturb
@@ -159,8 +160,8 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def from_model(cls, model: Any, scorer: str = "loglik", X_fit: Any = None, **params: Any) -> FlowDensity:
-        """A detector over an already trained ``model`` (a backbone, a :class:`TabularFlow` or a
-        hybrid model), no training.
+        """A detector over an already trained ``model`` (a backbone, a :class:`TabularFlow`, a
+        hybrid model, or ``"pretrained:fashionmnist"``: a model shipped in the package), no training.
 
         ``X_fit`` (in-distribution data, held-out is best) sets the threshold ``offset_`` and the
         typicality statistics; without it ``score_samples`` works but ``predict`` does not.
@@ -173,10 +174,11 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
             >>> det.score_samples(np.zeros((2, 1, 8, 8), np.uint8)).shape
             (2,)
         """
+        model = named_model(model)
         detector = cls(backbone=model, scorer=scorer, steps=0, **params)
         if X_fit is not None:
             return detector.fit(X_fit)
-        if scorer == "typicality":
+        if scorer == "typicality":  # its statistics come from the training data
             raise ValueError("the typicality scorer needs training statistics: pass X_fit (in-distribution data)")
         detector._validate_params()
         density, full = _split_model(model)
@@ -246,15 +248,13 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
     # -- input ----------------------------------------------------------------------------
     def _is_tabular_input(self, X: np.ndarray) -> bool:
         """At fit: 2-D ``X`` is tabular rows unless ``image_shape`` or an image backbone says otherwise."""
-        if isinstance(self.backbone, TabularFlow):
-            return True
-        return X.ndim == 2 and self.image_shape is None and self.backbone is None
+        return isinstance(self.backbone, TabularFlow) or (X.ndim == 2 and self.image_shape is None
+                                                           and self.backbone is None)
 
     def _input(self, X: Any, reset: bool) -> Tensor:
         """``X`` validated: float64 ``(N, D)`` rows or uint8 ``(N, C, H, W)`` images; ``reset``
         (at fit) decides which and learns the shape."""
-        if isinstance(X, Tensor):
-            X = X.detach().cpu().numpy()
+        X = X.detach().cpu().numpy() if isinstance(X, Tensor) else X
         validate_data(self, X, reset=reset, skip_check_array=True, ensure_2d=False)  # feature names only
         X = check_array(X, allow_nd=True, dtype="numeric", ensure_min_samples=2 if reset else 1,
                         ensure_min_features=2 if reset else 1, input_name="X", estimator=self)
