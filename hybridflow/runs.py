@@ -27,18 +27,21 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
+from torch.utils.data import Dataset
 
-from .data import DataSpec, ImageData, check_dataset_name, dataset_key, keep_labels
+from .data import (
+    BatchSource, DataSpec, ImageData, check_dataset_name, dataset_key, keep_labels, random_subset, subset_indices,
+)
 from .factory import build_model, check_backbone_name, check_train_settings, fit_options
 from .hybrid import HybridModel
 from .pretrained import resolve_model_path
-from .plots import plot_training_curves, save_image_grid
+from .plots import save_image_grid
 from .recipes import load_recipe
-from .training import TrainConfig, TrainResult, atomic_write_bytes, evaluate_model, find_checkpoint, load_checkpoint
-from .training import resolve_device, train
+from .training import RUN_FILE, RunFiles, TrainConfig, TrainResult, evaluate_model, find_checkpoint, json_default
+from .training import load_checkpoint, resolve_device, train, write_run_file
 
 __all__ = ["RUN_FILE", "TRAIN_DEFAULTS", "CheckpointNotFoundError", "RunFolderError", "RunFileError", "DataShapeError",
            "RequestError", "TrainingInterrupted", "json_default", "find_run", "write_run_file", "default_run_folder",
@@ -47,13 +50,12 @@ __all__ = ["RUN_FILE", "TRAIN_DEFAULTS", "CheckpointNotFoundError", "RunFolderEr
 
 logger = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
-
 #: The settings of a training run that neither a recipe nor an option gave.
 TRAIN_DEFAULTS = dict(backbone="mixerflow", dataset="digits", lam=1.0, steps=500, batch_size=64, lr=1e-3,
                       warmup_steps=0, grad_clip=5.0, ema_decay=None, seed=0, limit=None, val_limit=1000,
                       labelled_fraction=None, shuffle=None, shuffle_patch=4, shuffle_seed=0, size=64, pooled=False,
-                      log_every=50, eval_every=None, checkpoint_every=None, betas=(0.9, 0.999), data_root=None)
+                      log_every=50, eval_every=None, checkpoint_every=None, betas=(0.9, 0.999), data_root=None,
+                      flip=False, num_workers=0)
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -86,20 +88,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.out_dir = out_dir
 
 
-def json_default(value: Any) -> Any:
-    """``json.dumps``'s ``default``: paths as strings, tensors and arrays as lists.
-
-    Example:
-        >>> json.dumps({"x": torch.tensor([1, 2]), "p": Path("a")}, default=json_default)
-        '{"x": [1, 2], "p": "a"}'
-    """
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def find_run(checkpoint_dir: str | Path) -> dict[str, Any]:
     """The ``run.json`` a training run wrote beside its checkpoints, looked for in ``checkpoint_dir``
     and up to three folders above it (``{}`` if none). A damaged one raises :class:`RunFileError`
@@ -118,15 +106,6 @@ def find_run(checkpoint_dir: str | Path) -> dict[str, Any]:
                                    "a new run")
             return run
     return {}
-
-
-def write_run_file(out_dir: str | Path, run: dict[str, Any]) -> Path:
-    """Write ``run`` as ``<out_dir>/run.json`` (folder created) atomically, like the checkpoints:
-    a crash leaves the old file or the new one, never half of one. Returns its path."""
-    path = Path(out_dir) / RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(run, indent=1, default=json_default).encode())
-    return path
 
 
 def default_run_folder(backbone: str, dataset: str, recipe: str | None = None, scale: str = "cpu") -> Path:
@@ -170,12 +149,18 @@ def load_model(path: str | Path, device: str = "auto", ema: bool = False) -> tup
 def data_spec_from_run(run: dict[str, Any], name: str | None = None, root: str | None = None,
                        download: bool = False, limit: int | None = None, seed: int = 0) -> DataSpec:
     """The dataset a run was trained on (its shuffle included) unless ``name`` says otherwise.
+    A run trained from Python on data without a name (``data.name`` null in ``run.json``) needs
+    ``name``: a :class:`RequestError` says so.
 
     Example:
         >>> data_spec_from_run({}, limit=10).name
         'digits'
     """
-    saved = run.get("data", {})
+    saved = run.get("data") or {}
+    if name is None and "name" in saved and saved["name"] is None:
+        raise RequestError(f"the run was trained from Python on {saved.get('kind', 'data')} without a dataset name"
+                           f"{' (' + saved['path'] + ')' if saved.get('path') else ''}: name the dataset to use "
+                           "(--dataset)")
     if name is None:
         spec = DataSpec.from_dict(saved, root=root if root is not None else saved.get("root"), download=download,
                                   limit=limit, seed=seed)
@@ -234,15 +219,20 @@ class TrainedRun:
 def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | None = None, scale: str = "cpu",
               out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
               backbone_options: Mapping[str, Any] | None = None, download: bool = False, device: str = "auto",
-              progress: bool = True, plot: bool = True, log: Callable[[str], None] | None = None) -> TrainedRun:
+              progress: bool = True, plot: bool = True, log: Callable[[str], None] | None = None,
+              callbacks: Iterable[Any] | None = None) -> TrainedRun:
     """Train a hybrid model into a run folder, as ``hybridflow train`` does.
 
     The settings are, later ones winning: :data:`TRAIN_DEFAULTS`, the resumed run's (``resume``),
     the ``scale`` table of ``recipe``, then ``options`` (keys of :data:`TRAIN_DEFAULTS`);
     ``backbone_options`` add to the recipe's. ``out_dir`` (default :func:`default_run_folder`)
-    receives ``run.json``, the checkpoints, ``metrics.jsonl`` and, with ``plot``, ``curves.png``.
-    The setup line goes to ``log`` (default: this module's logger). On Ctrl-C the loop writes a
-    checkpoint and :class:`TrainingInterrupted` is raised.
+    receives ``run.json``, the checkpoints, ``metrics.jsonl`` and, with ``plot``, ``curves.png``
+    (written by :class:`~hybridflow.training.RunFiles`, as Python's ``train`` writes them, with
+    the settings and the dataset's spec added). A named dataset converted to the ``.npy`` layout
+    (``hybridflow data convert``) is streamed from disk (:meth:`DataSpec.open`), not loaded. The
+    setup line goes to ``log`` (default: this module's logger); ``callbacks`` go to
+    :func:`~hybridflow.training.train` (e.g. a ``TensorBoardCallback``). On Ctrl-C the loop writes
+    a checkpoint and :class:`TrainingInterrupted` is raised.
 
     Example:
         >>> import tempfile
@@ -269,39 +259,100 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
     check_dataset_name(settings["dataset"])
     if out_path is None:
         out_path = default_run_folder(name, settings["dataset"], meta.get("name") if meta else None, scale)
-    prepare_run_folder(out_path, resume, overwrite)
-
-    spec = DataSpec(settings["dataset"], settings.get("data_root"), download, settings["limit"], settings["seed"],
-                    settings["shuffle"], settings["shuffle_patch"], settings["shuffle_seed"], settings["size"])
-    train_data = spec.load(train=True)
-    val_data = replace(spec, limit=settings["val_limit"]).load(train=False)
-    if settings["labelled_fraction"] is not None:
-        train_data = keep_labels(train_data, settings["labelled_fraction"], settings["seed"])
-    fitted = fit_options(name, train_data.image_shape, settings["backbone_options"])
-    model = build_model(name, train_data.image_shape, train_data.num_classes, settings["lam"], fitted,
-                        settings["pooled"], settings["seed"])
-    labelled = int((train_data.labels >= 0).sum())
-    shuffled = f" ({spec.shuffle} shuffle)" if spec.shuffle else ""
-    (log or logger.info)(f"{name} ({model.backbone.num_params:,} parameters) on {spec.name}{shuffled}: "
-                         f"{len(train_data):,} train images ({labelled:,} labelled), {len(val_data):,} validation, "
-                         f"lam={settings['lam']:g}, {settings['steps']} steps of {settings['batch_size']} "
-                         f"-> {out_path}")
-    write_run_file(out_path, dict(settings=dict(settings), backbone=name, backbone_options=fitted,
-                                  data=spec.to_dict(), recipe=meta or None, scale=scale if meta else None))
     config = TrainConfig(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
                          betas=tuple(settings["betas"]), warmup_steps=settings["warmup_steps"],
                          grad_clip=settings["grad_clip"], ema_decay=settings["ema_decay"],
                          log_every=settings["log_every"], eval_every=settings["eval_every"],
                          out_dir=out_path, checkpoint_every=settings["checkpoint_every"], seed=settings["seed"],
-                         device=device, progress=progress)
+                         num_workers=settings["num_workers"], flip=settings["flip"], device=device,
+                         progress=progress)  # flip and num_workers (from a recipe) are checked here, before the data
+    prepare_run_folder(out_path, resume, overwrite)
+
+    spec = DataSpec(settings["dataset"], settings.get("data_root"), download, settings["limit"], settings["seed"],
+                    settings["shuffle"], settings["shuffle_patch"], settings["shuffle_seed"], settings["size"])
+    train_data, image_shape, num_classes, labelled = _training_data(spec, settings["labelled_fraction"])
+    val_data = _validation_data(spec, settings["val_limit"])
+    fitted = fit_options(name, image_shape, settings["backbone_options"])
+    model = build_model(name, image_shape, num_classes, settings["lam"], fitted, settings["pooled"], settings["seed"])
+    shuffled = f" ({spec.shuffle} shuffle)" if spec.shuffle else ""
+    streamed = "" if isinstance(train_data, ImageData) else " streamed from disk"
+    counted = f" ({labelled:,} labelled)" if labelled is not None else ""
+    (log or logger.info)(f"{name} ({model.backbone.num_params:,} parameters) on {spec.name}{shuffled}: "
+                         f"{len(train_data):,} train images{streamed}{counted}, {len(val_data):,} validation, "
+                         f"lam={settings['lam']:g}, {settings['steps']} steps of {settings['batch_size']} "
+                         f"-> {out_path}")
+    run_files = RunFiles(dict(settings=dict(settings), backbone=name, backbone_options=fitted, data=spec.to_dict(),
+                              recipe=meta or None, scale=scale if meta else None),
+                         plot=plot, title=f"{name} on {spec.name}")
     try:
-        result = train(model, train_data, config, val_data=val_data, resume=out_path if resume else None)
+        result = train(model, train_data, config, val_data=val_data, resume=out_path if resume else None,
+                       callbacks=[run_files, *(callbacks or [])])
     except KeyboardInterrupt:
         raise TrainingInterrupted(out_path) from None
-    curves = None
-    if plot and result.history:
-        curves = plot_training_curves(result.history, out_path / "curves.png", title=f"{name} on {spec.name}")
-    return TrainedRun(model, name, spec.name, settings, result, out_path, curves)
+    return TrainedRun(model, name, spec.name, settings, result, out_path, run_files.curves)
+
+
+class _KeptLabels(Dataset):
+    """A map-style dataset's items with other labels (``-1`` hides one: semi-supervised)."""
+
+    def __init__(self, dataset: Any, labels: torch.Tensor) -> None:
+        self.dataset, self.labels = dataset, labels
+        self.classes = list(getattr(dataset, "classes", None) or [])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.dataset[index][0], int(self.labels[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, int]]:
+        many = getattr(self.dataset, "__getitems__", None)  # NpyImages reads a batch in one go
+        items = many(indices) if many is not None else [self.dataset[i] for i in indices]
+        return [(item[0], int(self.labels[i])) for item, i in zip(items, indices)]
+
+
+def _dataset_labels(dataset: Any) -> torch.Tensor | None:
+    """All labels of a streamed dataset, without reading its images (``labels`` of the ``.npy``
+    layout, ``targets`` of an image folder); ``None`` when it does not hold them."""
+    labels = getattr(dataset, "labels", None)
+    labels = getattr(dataset, "targets", None) if labels is None else labels
+    return None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+
+
+def _training_data(spec: DataSpec, labelled_fraction: float | None
+                   ) -> tuple[ImageData | Dataset, tuple[int, int, int], int, int | None]:
+    """``(data, image shape, number of classes, labelled count or None)`` of the training split:
+    in memory, or streamed when the spec can (:meth:`DataSpec.open`), with labels kept for a
+    stratified ``labelled_fraction`` either way (the same ones: :func:`keep_labels` draws them)."""
+    data = spec.open(train=True)
+    if isinstance(data, ImageData):
+        if labelled_fraction is not None:
+            data = keep_labels(data, labelled_fraction, spec.seed)
+        return data, data.image_shape, data.num_classes, int((data.labels >= 0).sum())
+    labels = _dataset_labels(data)
+    if labelled_fraction is not None:
+        if labels is None:
+            raise ValueError(f"labelled_fraction needs the labels of the streamed dataset {data!r} up front "
+                             "(a labels or targets attribute)")
+        # keep_labels only needs the labels: give it one-pixel stand-ins for the images
+        stand_in = ImageData(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels)
+        labels = keep_labels(stand_in, labelled_fraction, spec.seed).labels
+        data = _KeptLabels(data, labels)
+    classes = list(getattr(data, "classes", None) or [])
+    num_classes = len(classes) if classes else (int(labels.max()) + 1 if labels is not None and len(labels) else 0)
+    labelled = int((labels >= 0).sum()) if labels is not None else None
+    return data, BatchSource(data).image_shape, num_classes, labelled
+
+
+def _validation_data(spec: DataSpec, limit: int | None) -> ImageData:
+    """``limit`` random test images in memory (the same as ``DataSpec.load`` with ``limit``), read
+    one by one from the ``.npy`` layout when the test split is stored so, not loaded whole."""
+    data = replace(spec, limit=None).open(train=False)
+    if isinstance(data, ImageData):
+        return random_subset(data, limit, spec.seed)
+    if hasattr(data, "to_image_data"):
+        return data.to_image_data(subset_indices(len(data), limit, spec.seed))
+    return replace(spec, limit=limit).load(train=False)  # an image folder: decoded by the loader
 
 
 def evaluate_run(checkpoint: str | Path, dataset: str | None = None, data_root: str | None = None,

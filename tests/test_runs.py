@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from hybridflow.data import DataSpec, ImageData, LocalShuffle, UnknownDatasetError
+from hybridflow.data import DataSpec, ImageData, LocalShuffle, UnknownDatasetError, keep_labels, load_digits_data
 from hybridflow.factory import build_model
 from hybridflow.explaining import explain_run
 from hybridflow.runs import (
@@ -236,3 +236,76 @@ def test_explain_run(trained_run, tmp_path):
         explain_run(run.out_dir, index=450, device="cpu")
     with pytest.raises(RequestError, match="class 10 is out of range"):
         explain_run(run.out_dir, targets=[10], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def converted_digits(tmp_path_factory):
+    """The digits in the on-disk .npy layout, where `hybridflow data convert` puts a named set."""
+    from hybridflow.data import convert_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    convert_dataset("digits", root / "digits" / "train", train=True)
+    convert_dataset("digits", root / "digits" / "test", train=False)
+    return root
+
+
+def test_train_run_streams_a_converted_dataset_and_ends_where_the_in_memory_run_ends(tmp_path, converted_digits,
+                                                                                     monkeypatch):
+    import hybridflow.data.spec as spec_module
+
+    quiet = dict(device="cpu", progress=False, plot=False, backbone_options=TINY)
+    settings = dict(steps=3, val_limit=40, labelled_fraction=0.1, batch_size=32)
+    in_memory = train_run(settings, out_dir=tmp_path / "memory", log=lambda m: None, **quiet)
+    loads = []
+    original = spec_module.DataSpec.load
+    monkeypatch.setattr(spec_module.DataSpec, "load", lambda self, train: loads.append(train) or original(self, train))
+    messages: list[str] = []
+    streamed = train_run({**settings, "data_root": str(converted_digits)}, out_dir=tmp_path / "disk",
+                         log=messages.append, **quiet)
+    assert loads == []  # neither split was loaded whole: the training set streamed, 40 test images were read
+    assert "1,347 train images streamed from disk (" in messages[0] and ", 40 validation" in messages[0]
+    labelled = int((keep_labels(load_digits_data(), 0.1, seed=0).labels >= 0).sum())
+    assert f"({labelled:,} labelled)" in messages[0]  # 10% of each class kept: the labels kept in memory
+    for key, value in streamed.model.state_dict().items():  # the same batches, labels and noise: the same model
+        assert torch.equal(value, in_memory.model.state_dict()[key]), key
+    assert streamed.result.metrics["val_bits_per_dim"] == in_memory.result.metrics["val_bits_per_dim"]
+    data = find_run(tmp_path / "disk")["data"]
+    assert data["name"] == "digits" and data["kind"] == "_KeptLabels" and data["num_examples"] == 1347
+
+
+def test_train_run_writes_the_run_file_once_with_both_views(tmp_path, monkeypatch):
+    import hybridflow.training.runfiles as runfiles
+
+    written = []
+    original = runfiles.write_run_file
+    monkeypatch.setattr(runfiles, "write_run_file", lambda out, run: written.append(out) or original(out, run))
+    run = train_run(dict(steps=2, val_limit=20, flip=True, num_workers=1), out_dir=tmp_path / "run", device="cpu",
+                    progress=False, plot=False, backbone_options=TINY, log=lambda m: None)
+    assert written == [tmp_path / "run"]
+    saved = find_run(tmp_path / "run")
+    assert saved["settings"]["flip"] is True and saved["train_config"]["flip"] is True  # the CLI's and train()'s view
+    assert saved["train_config"]["num_workers"] == 1 and saved["model"] == run.model.config()
+    assert saved["data"]["name"] == "digits" and saved["data"]["flip"] is True
+
+
+def test_recipe_flip_and_workers_are_checked_before_the_data_loads(tmp_path):
+    recipe = tmp_path / "flip.toml"
+    recipe.write_text('name = "flip"\nflip = "yes"\n[cpu]\nsteps = 2\n[paper]\nsteps = 9\n')
+    with pytest.raises(ValueError, match="TrainConfig.flip must be true or false, got 'yes'"):
+        train_run(recipe=recipe, out_dir=tmp_path / "run", log=lambda m: None)
+    recipe.write_text('name = "flip"\nflip = true\nnum_workers = -1\n[cpu]\nsteps = 2\n[paper]\nsteps = 9\n')
+    with pytest.raises(ValueError, match="TrainConfig.num_workers must be an integer >= 0, got -1"):
+        train_run(recipe=recipe, out_dir=tmp_path / "run", log=lambda m: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_trained_from_python_asks_for_the_dataset(tmp_path):
+    from hybridflow.training import TrainConfig, train
+
+    model = build_model("mixerflow_tiny", (1, 8, 8), 10, 1.0, OPTIONS, seed=0)
+    train(model, load_digits_data().subset(range(64)), TrainConfig(steps=1, batch_size=32, progress=False,
+                                                                   out_dir=tmp_path / "py"))
+    with pytest.raises(RequestError, match=r"trained from Python on ImageData without a dataset name: name the "
+                                           r"dataset to use \(--dataset\)"):
+        evaluate_run(tmp_path / "py", device="cpu")
+    assert evaluate_run(tmp_path / "py", dataset="digits", limit=20, device="cpu")["num_examples"] == 20

@@ -10,6 +10,7 @@ import click
 from ..factory import check_backbone_name, check_train_settings
 from ..recipes import SCALES, load_recipe
 from ..runs import TRAIN_DEFAULTS, TrainingInterrupted, find_run, train_run
+from ..training import TensorBoardCallback
 from .group import cli
 from .options import (FiniteFloat, boundary, data_root_option, device_options, download_option, emit, info,
                       json_option, parse_options, set_threads)
@@ -59,6 +60,12 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
 @click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE",
               help="Backbone override, repeatable (e.g. -o patch_size=2 -o hidden=32).")
 @click.option("--pooled", is_flag=True, help="Put the classifier head on the pooled latent.")
+@click.option("--flip/--no-flip", default=TRAIN_DEFAULTS["flip"],
+              help="Mirror each training image left-right with probability 1/2 (as Glow trains CIFAR-10).")
+@click.option("--workers", "num_workers", type=click.IntRange(min=0), default=TRAIN_DEFAULTS["num_workers"],
+              show_default=True, help="DataLoader worker processes reading a dataset streamed from disk.")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also write the metrics as TensorBoard scalars into DIR (needs `pip install tensorboard`).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run folder: checkpoints/, metrics.jsonl, run.json, curves.png [default: runs/<recipe or "
                    "backbone>-<dataset>].")
@@ -76,7 +83,7 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
 @click.pass_context
 @boundary
 def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume, overwrite, quiet, plot, device,
-          threads, as_json, download, **given) -> None:
+          threads, as_json, download, tensorboard_dir, **given) -> None:
     """Train a hybrid model (flow + linear head): bits/dim + lam * cross-entropy.
 
     A progress bar shows bits/dim and accuracy; checkpoints (safetensors) and a metrics log go to
@@ -87,6 +94,7 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
         hybridflow train --backbone mixerflow --dataset digits --steps 300 --out runs/digits
         hybridflow train --recipe recipes/mnist_density --scale cpu --data-root ../shared/data
         hybridflow train --out runs/digits --resume --steps 600
+        hybridflow train --dataset cifar10 --flip --workers 4 --tensorboard runs/tb
 
     Settings that cannot work (a batch of 1 image for a backbone with BatchNorm, -o hidden=abc, a
     NaN learning rate in a recipe, a device this machine lacks) stop it with exit code 2 before
@@ -99,10 +107,11 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
     backbone_options = parse_options(option_pairs, check_backbone_name(planned["backbone"]))
     planned["backbone_options"].update(backbone_options)
     check_train_settings(planned, device)
+    callbacks = [TensorBoardCallback(tensorboard_dir)] if tensorboard_dir else []  # no tensorboard: fails here
     set_threads(threads)
     try:
         run = train_run(options, recipe_name, scale, out_dir, resume, overwrite, backbone_options,
-                        download, device, progress=not quiet, plot=plot, log=info)
+                        download, device, progress=not quiet, plot=plot, log=info, callbacks=callbacks)
     except TrainingInterrupted as interrupted:
         click.echo(f"interrupted: checkpoint in {interrupted.out_dir}; continue with "
                    f"`hybridflow train --out {interrupted.out_dir} --resume`", err=True)

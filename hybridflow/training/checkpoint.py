@@ -331,7 +331,8 @@ def load_checkpoint(path: PathLike, ema: bool = False, map_location: str | torch
     """Rebuild a :class:`HybridModel` from a checkpoint (see :func:`find_checkpoint` for ``path``).
 
     ``ema=True`` loads the exponential moving average of the weights a training run kept
-    (``TrainConfig.ema_decay``). The model comes back in evaluation mode.
+    (``TrainConfig.ema_decay``). The model comes back in evaluation mode, in the floating dtype
+    its weights were stored in (a float64 model stays float64).
 
     Example:
         >>> model = load_checkpoint("runs/mnist")  # doctest: +SKIP
@@ -347,8 +348,24 @@ def load_checkpoint(path: PathLike, ema: bool = False, map_location: str | torch
         model = HybridModel.from_config(config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {directory} holds a model config that cannot be built: {error}") from None
+    _match_stored_dtypes(model, weights)
     load_weights(model, weights, directory)
     return model.to(map_location).eval()
+
+
+def _match_stored_dtypes(model: HybridModel, weights: dict[str, Tensor]) -> None:
+    # The model is built in the default dtype; load_state_dict copies *into* its tensors, which would
+    # turn float64 weights into float32 silently. Give each floating tensor its stored dtype first.
+    dtypes = {w.dtype for w in weights.values() if w.is_floating_point()}
+    if len(dtypes) == 1:
+        model.to(dtypes.pop())  # the usual case: one dtype throughout (module-level casts stay consistent)
+        return
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    for name, tensor in tensors.items():
+        stored = weights.get(name)
+        if stored is not None and tensor.is_floating_point() and stored.is_floating_point():
+            tensor.data = tensor.data.to(stored.dtype)
 
 
 def load_weights(model: HybridModel, weights: dict[str, Tensor], source: PathLike = "checkpoint") -> None:

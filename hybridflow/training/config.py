@@ -99,10 +99,13 @@ def _finite(name: str, value: Any, low: float | None = None, low_open: bool = Fa
 
 
 class NonFiniteLossError(RuntimeError):
-    """Too many training steps in a row had a non-finite loss or gradient.
+    """Too many training steps in a row had a non-finite loss, gradient or output.
 
-    The model holds the weights of the last good step; ``checkpoint`` is the last checkpoint
-    written (``None`` if none), which is valid as well.
+    The model (with its BatchNorm statistics, optimiser and EMA) was rolled back to its last good
+    state: the last one that gave finite outputs. With ``TrainConfig.out_dir``, ``checkpoint`` is
+    the checkpoint written at the divergence from that rolled-back model (``--resume`` starts from
+    it); without one, or when even that state failed the check, it is the last checkpoint written
+    before (``None`` if none). ``step`` is the last bad step, ``count`` the bad steps in a row.
     """
 
     def __init__(self, message: str, step: int, count: int, checkpoint: Path | None) -> None:

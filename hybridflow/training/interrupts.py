@@ -1,5 +1,6 @@
-"""Ctrl-C at a step boundary: the first SIGINT becomes a flag that the training loop checks
-between steps, so a checkpoint never catches an update half-done.
+"""Ctrl-C (or SIGTERM, as a scheduler or ``kill`` sends it) at a step boundary: the first signal
+becomes a flag that the training loop checks between steps, so a checkpoint never catches an update
+half-done.
 
 Example:
     >>> with DeferredInterrupt() as interrupt:
@@ -19,12 +20,15 @@ __all__ = ["DeferredInterrupt"]
 
 
 class DeferredInterrupt:
-    """Turn the first Ctrl-C into ``requested = True``; a second one interrupts at once. Signal
-    handlers can only be set from the main thread: elsewhere this does nothing."""
+    """Turn the first SIGINT or SIGTERM into ``requested = True``; a second one interrupts at once.
+    Both end the run the same way: a checkpoint, then ``KeyboardInterrupt``. Signal handlers can
+    only be set from the main thread: elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
@@ -33,9 +37,10 @@ class DeferredInterrupt:
 
     def __enter__(self) -> DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}

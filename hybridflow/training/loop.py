@@ -20,10 +20,10 @@ What it does, and why:
   fails: no checkpoint of a broken model is written. Ctrl-C finishes at the step boundary,
   writes a checkpoint and re-raises ``KeyboardInterrupt``.
 * Distributed: ``batch_size`` is per process; only rank 0 writes checkpoints, the metrics log
-  and the progress bar. BatchNorm layers in the coupling conditioners are not converted to
-  SyncBatchNorm: each rank normalises with its own batch statistics and DDP broadcasts rank 0's
-  running statistics at every forward, which is enough for flows whose conditioners only see one
-  rank's batch anyway.
+  and the progress bar, and calls the callbacks (:mod:`~hybridflow.training.callbacks`).
+  BatchNorm layers in the coupling conditioners are not converted to SyncBatchNorm: each rank
+  normalises with its own batch statistics and DDP broadcasts rank 0's running statistics at
+  every forward, which is enough for flows whose conditioners only see one rank's batch anyway.
 
 Example:
     >>> from hybridflow.data import load_digits_data
@@ -42,7 +42,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterable, Union
 
 import torch
 import torch.distributed as dist
@@ -52,20 +52,18 @@ from torch.utils.data import Dataset
 from ..flows import contains_inference_copy
 from ..data import BatchSource, ImageData, as_batch_source
 from ..hybrid import HybridLoss, HybridModel
-from .checkpoint import (
-    CHECKPOINTS_DIR, CheckpointError, find_checkpoint, load_model_parts, load_training_state, load_weights,
-    prune_checkpoints, step_directory, write_checkpoint,
-)
+from .callbacks import CallbackRunner, TrainInfo, check_callbacks
+from .checkpoint import CHECKPOINTS_DIR, prune_checkpoints, step_directory, write_checkpoint
 from .config import NonFiniteLossError, TrainConfig, TrainResult, check_batch_size
 from .distributed import DistributedContext, all_agree, all_reduce, average_buffers, resolve_device, start_distributed
 from .evaluate import evaluate_model
 from .interrupts import DeferredInterrupt
 from .optim import make_adam, make_ema, make_scheduler
-from .reporting import LogWindow, MetricsLog, final_metrics, progress_bar
+from .reporting import LogWindow, MetricsLog, final_metrics, progress_bar, train_entry
+from .resuming import resume_from
 from .rollback import LastGoodState, find_nonfinite
-from .state import (
-    EpochBatches, RunProgress, capture_training_state, noise_generator, restore_ema, restore_training_state,
-)
+from .runfiles import RunFiles
+from .state import EpochBatches, RunProgress, capture_training_state, noise_generator, restore_ema
 
 __all__ = ["train"]
 
@@ -78,6 +76,7 @@ def train(
     config: TrainConfig | None = None,
     val_data: ImageData | None = None,
     resume: PathLike | None = None,
+    callbacks: Iterable[Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_data`` (labels ``-1`` = unlabelled) with the hybrid objective.
 
@@ -90,7 +89,13 @@ def train(
         config: a :class:`TrainConfig` (defaults if ``None``).
         val_data: validated every ``config.eval_every`` steps and at the end.
         resume: a checkpoint (or an ``out_dir``) of an earlier run with the same model, data and
-            config, to continue from its step. ``model`` gets the checkpoint's weights.
+            config, to continue from its step. ``model`` gets the checkpoint's weights; a changed
+            ``config.lr`` rescales the restored schedule (with a warning).
+        callbacks: objects with some of ``on_train_start(info)``, ``on_log(entry)``,
+            ``on_checkpoint(path)``, ``on_train_end(result)`` (:mod:`~hybridflow.training.callbacks`;
+            rank 0 only; one that raises is switched off with a warning, the run goes on), e.g.
+            ``callbacks=[TensorBoardCallback("runs/tb")]``. With ``config.out_dir`` a
+            :class:`~hybridflow.training.RunFiles` (``run.json``, ``curves.png``) is added unless given.
 
     Returns:
         a :class:`TrainResult`. Raises :class:`NonFiniteLossError` after
@@ -114,10 +119,16 @@ def train(
         as_batch_source(val_data).check_model(model.input_shape, model.num_classes, "val_data")
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
+    callbacks = check_callbacks(callbacks)
+    if config.out_dir is not None and not any(isinstance(c, RunFiles) for c in callbacks):
+        callbacks.append(RunFiles())
     ctx = start_distributed(config.device)
+    hooks, result = CallbackRunner(callbacks, enabled=ctx.is_main), None
     try:
-        return _Trainer(model, source, config, val_data, ctx).run(resume)
+        result = _Trainer(model, source, config, val_data, ctx, hooks).run(resume)
+        return result
     finally:
+        hooks.on_train_end(result)  # None: an exception stopped the run (re-raised after this)
         if ctx.owns_group:
             dist.destroy_process_group()
 
@@ -131,8 +142,9 @@ class _Trainer:
     """One call of :func:`train`: the model, optimiser, schedule and counters of a run."""
 
     def __init__(self, model: HybridModel, data: BatchSource, config: TrainConfig, val_data: ImageData | None,
-                 ctx: DistributedContext) -> None:
+                 ctx: DistributedContext, hooks: CallbackRunner) -> None:
         self.model, self.data, self.config, self.val_data, self.ctx = model, data, config, val_data, ctx
+        self.hooks = hooks
         self.device = resolve_device(config.device, ctx.local_rank if ctx.active else None)
         n = data.num_examples or config.batch_size * ctx.world_size  # an unsized stream: nominal epochs
         self.batches = EpochBatches(n, config.batch_size, config.seed, ctx.rank, ctx.world_size)
@@ -157,7 +169,10 @@ class _Trainer:
             raise ValueError("the model has no trainable parameters")
         self.optimizer = make_adam(self.params, lr=config.lr, betas=config.betas)
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, config.warmup_steps, config.lr_schedule)
-        saved = self._load(resume) if resume is not None else None
+        saved = None
+        if resume is not None:
+            self.progress, saved, self.last_checkpoint = resume_from(
+                resume, model, self.optimizer, self.scheduler, self.batches, self.ctx.world_size, config.lr)
         self.stream = self.data.stream(self.batches, seed=config.seed, rank=self.ctx.rank,
                                        world_size=self.ctx.world_size, device=self.device,
                                        num_classes=model.num_classes, start=self.progress.step)
@@ -179,34 +194,11 @@ class _Trainer:
                                        self.ema.module if self.ema is not None else None)
         self.last_good.save(held_buffers=False)
         self.good_step = self.progress.step
-        self.log = MetricsLog(self.out_dir, self.progress.history)
+        self.log = MetricsLog(self.out_dir, self.progress.history, self.hooks.on_log)
         self.log.start(resumed=resume is not None)
-
-    def _load(self, resume: PathLike):
-        directory = find_checkpoint(resume)
-        saved = load_training_state(directory)
-        _, model_config, weights = load_model_parts(directory)
-        try:
-            current = self.model.config()
-        except ValueError:
-            current = None
-        if current is not None and current != model_config:
-            warnings.warn(f"resuming from {directory}, whose model config {model_config} differs from this "
-                          f"model's {current}", stacklevel=3)
-        try:
-            load_weights(self.model, weights, directory)
-        except CheckpointError:
-            if current is None or current == model_config:
-                raise
-            raise CheckpointError(f"cannot resume from {directory}: its weights are of another model (its "
-                                  f"config {model_config}, this model's {current})") from None
-        self.progress, changed = restore_training_state(saved, self.optimizer, self.scheduler, self.batches,
-                                                        self.ctx.world_size, directory)
-        if changed:
-            warnings.warn(f"resuming with different {changed} (checkpoint, now): the data order will not "
-                          "match the original run", stacklevel=3)
-        self.last_checkpoint = directory
-        return saved
+        self.hooks.on_train_start(TrainInfo(model, config, self.data, self.val_data, self.progress.step,
+                                            self.total_steps, self.progress.history, self.device,
+                                            self.ctx.world_size, self.out_dir))
 
     # -- per step ---------------------------------------------------------------------------
     def _forward(self, step: int, net: nn.Module) -> HybridLoss:
@@ -356,15 +348,9 @@ class _Trainer:
     def _log_train(self, window: LogWindow) -> dict[str, Any]:
         sums = all_reduce([window.loss, window.bpd, window.ce, window.correct, window.labelled, window.examples],
                           self.ctx, self.device)
-        loss, bpd, ce, correct, labelled, examples = sums
-        elapsed = time.perf_counter() - window.started
         step = self.progress.step
-        entry = dict(split="train", step=step, epoch=round(step / self.batches.batches_per_epoch, 4),
-                     lr=self.scheduler.get_last_lr()[0],
-                     loss=loss / examples if examples else None, bits_per_dim=bpd / examples if examples else None,
-                     cross_entropy=ce / labelled if labelled else None,
-                     accuracy=correct / labelled if labelled else None, nonfinite_steps=self.progress.nonfinite,
-                     images_per_s=round(examples / elapsed, 1) if elapsed > 0 else None)
+        entry = train_entry(sums, step, step / self.batches.batches_per_epoch, self.scheduler.get_last_lr()[0],
+                            self.progress.nonfinite, time.perf_counter() - window.started)
         self.log.record(entry)
         return entry
 
@@ -387,6 +373,7 @@ class _Trainer:
         write_checkpoint(directory, self.model.state_dict(), self.model.config(), self.progress.step, state, tensors)
         self.last_checkpoint = directory
         prune_checkpoints(root, directory, self.config.keep_checkpoints)
+        self.hooks.on_checkpoint(directory)
 
     def _result(self) -> TrainResult:
         p = self.progress

@@ -14,12 +14,12 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..hybrid import HybridLoss
 from .checkpoint import atomic_write_bytes
 
-__all__ = ["METRICS_FILE", "LogWindow", "MetricsLog", "final_metrics", "progress_bar"]
+__all__ = ["METRICS_FILE", "LogWindow", "MetricsLog", "train_entry", "final_metrics", "progress_bar"]
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -61,11 +61,14 @@ class LogWindow:
 
 
 class MetricsLog:
-    """The run's history in memory and, with an ``out_dir``, in ``out_dir/metrics.jsonl``."""
+    """The run's history in memory and, with an ``out_dir``, in ``out_dir/metrics.jsonl``;
+    ``on_record`` (the callbacks' ``on_log``) gets each entry once it is stored."""
 
-    def __init__(self, out_dir: Path | None, history: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, out_dir: Path | None, history: list[dict[str, Any]] | None = None,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = out_dir / METRICS_FILE if out_dir is not None else None
         self.history = history if history is not None else []  # shared: the caller's list grows
+        self.on_record = on_record
 
     def start(self, resumed: bool) -> None:
         """Create the file; a resumed run rewrites it from the checkpoint's history, since the
@@ -83,6 +86,26 @@ class MetricsLog:
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
+        if self.on_record is not None:
+            self.on_record(dict(entry))  # a copy: a callback cannot change the history
+
+
+def train_entry(sums: list[float], step: int, epoch: float, lr: float, nonfinite: int,
+                elapsed: float) -> dict[str, Any]:
+    """The metrics entry of a logging window from its (all-reduced) sums ``[loss, bits/dim,
+    cross-entropy, correct, labelled, examples]``: means per example (per labelled example for the
+    head's figures; ``None`` where nothing was counted).
+
+    Example:
+        >>> e = train_entry([6.0, 4.0, 1.0, 1.0, 2.0, 4.0], step=2, epoch=0.5, lr=1e-3, nonfinite=0, elapsed=2.0)
+        >>> e["bits_per_dim"], e["accuracy"], e["images_per_s"]
+        (1.0, 0.5, 2.0)
+    """
+    loss, bpd, ce, correct, labelled, examples = sums
+    return dict(split="train", step=step, epoch=round(epoch, 4), lr=lr,
+                loss=loss / examples if examples else None, bits_per_dim=bpd / examples if examples else None,
+                cross_entropy=ce / labelled if labelled else None, accuracy=correct / labelled if labelled else None,
+                nonfinite_steps=nonfinite, images_per_s=round(examples / elapsed, 1) if elapsed > 0 else None)
 
 
 def final_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from hybridflow.training import lr_factor
+
 from tests.cli.runner import RECIPES, TINY, one_line_error, run
 
 
@@ -75,3 +79,35 @@ def test_missing_dataset_without_download(tmp_path):
     line = one_line_error(run("train", "--dataset", "mnist", "--data-root", tmp_path / "empty", "--out",
                               tmp_path / "m", code=1))
     assert "--download" in line and not (tmp_path / "m").exists()
+
+
+def test_flip_workers_and_tensorboard_options(tmp_path):
+    out, log_dir = tmp_path / "run", tmp_path / "tb"
+    run("train", "--steps", "2", "--log-every", "1", "--out", out, "-q", "--no-plot", "--flip", "--workers", "0",
+        "--tensorboard", log_dir, *TINY)
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["settings"]["flip"] is True and saved["train_config"]["flip"] is True
+    assert saved["train_config"]["num_workers"] == 0
+    assert list(log_dir.glob("events.out.tfevents.*"))  # TensorBoard's event file (scalars: tests/training)
+    refused = run("train", "--workers", "-1", code=2).stderr
+    assert "Invalid value for '--workers': -1 is not in the range x>=0" in refused
+
+
+def test_tensorboard_missing_is_named_before_any_data_loads(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    line = one_line_error(run("train", "--steps", "2", "--out", tmp_path / "run", "--tensorboard", tmp_path / "tb",
+                              *TINY, code=1))
+    assert "pip install tensorboard" in line and not (tmp_path / "run").exists()
+
+
+def test_resume_with_a_new_lr_trains_at_it(tmp_path):
+    out = tmp_path / "run"
+    run("train", "--steps", "2", "--log-every", "1", "--lr", "0.01", "--out", out, "-q", "--no-plot", *TINY)
+    with pytest.warns(UserWarning, match="with lr 0.0001 instead of the checkpoint's 0.01"):
+        run("train", "--steps", "4", "--lr", "0.0001", "--out", out, "--resume", "-q", "--no-plot")
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = {e["step"]: e["lr"] for e in log if e["split"] == "train"}
+    assert rates[1] == pytest.approx(0.01 * lr_factor(1, 2)) and rates[2] == 0.0  # the first run's cosine
+    assert rates[3] == pytest.approx(1e-4 * lr_factor(3, 4), rel=1e-9)  # the new rate's, not 0.01's

@@ -17,9 +17,28 @@ from safetensors.torch import save_file
 
 from hybridflow.data import load_digits_data
 from hybridflow.hybrid import HybridModel
-from hybridflow.training import TrainConfig, train
+from hybridflow.training import TrainCallback, TrainConfig, train
 
 NAN_CALL = 4  # the backbone's 4th forward on rank 1 (1st is the ActNorm init): training step 2
+
+
+class Recorder(TrainCallback):
+    """Which hooks ran in this rank (only rank 0 may see any)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_train_start(self, info):
+        self.calls.append(f"start {info.world_size}")
+
+    def on_log(self, entry):
+        self.calls.append(f"log {entry['split']} {entry['step']}")
+
+    def on_checkpoint(self, path):
+        self.calls.append(f"checkpoint {os.path.basename(path)}")
+
+    def on_train_end(self, result):
+        self.calls.append(f"end {result.steps}")
 
 
 def main(out: str) -> None:
@@ -41,14 +60,15 @@ def main(out: str) -> None:
     config = TrainConfig(steps=6, batch_size=32, lr=1e-3, log_every=2, eval_every=3, checkpoint_every=3,
                          out_dir=os.path.join(out, "run"), progress=False, max_nonfinite=3, ema_decay=0.9)
     rng_before = torch.get_rng_state()
-    result = train(model, train_data, config, val_data=val_data)
+    recorder = Recorder()
+    result = train(model, train_data, config, val_data=val_data, callbacks=[recorder])
     rng_untouched = torch.equal(rng_before, torch.get_rng_state())
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, f"rank{rank}.safetensors"))
     save_file({k: v.contiguous() for k, v in result.ema.state_dict().items()},
               os.path.join(out, f"rank{rank}-ema.safetensors"))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(dict(metrics=result.metrics, history=result.history, world_size=int(os.environ["WORLD_SIZE"]),
-                       global_rng_untouched=rng_untouched,
+                       global_rng_untouched=rng_untouched, callback_calls=recorder.calls,
                        checkpoint=None if result.checkpoint is None else str(result.checkpoint)), f)
 
 

@@ -190,3 +190,19 @@ def test_non_finite_weights_are_refused_on_load(digits, tmp_path):
     model = tiny_model()
     with pytest.raises(CheckpointError, match="refusing to write a checkpoint: training-state tensor 'ema.w'"):
         write_checkpoint(tmp_path / "x", model.state_dict(), model.config(), 1, {}, {"ema.w": torch.tensor([math.nan])})
+
+
+def test_a_float64_model_comes_back_in_float64(tmp_path):
+    """It came back float32, silently: its log-densities then differed in the 6th digit."""
+    model = tiny_model().double().eval()
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "f64"))
+    assert {t.dtype for t in loaded.state_dict().values() if t.is_floating_point()} == {torch.float64}
+    same_state(loaded.state_dict(), model.state_dict(), exact=True)
+    images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(loaded.log_prob(images), model.log_prob(images))
+    # a model whose weights mix dtypes keeps each tensor's own
+    mixed = tiny_model()
+    mixed.head.double()
+    loaded = load_checkpoint(save_checkpoint(mixed, tmp_path / "mixed"))
+    assert loaded.head.weight.dtype == torch.float64 and next(loaded.backbone.parameters()).dtype == torch.float32

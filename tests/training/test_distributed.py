@@ -87,9 +87,18 @@ def test_only_rank_zero_writes_and_its_checkpoint_holds_the_weights(ddp_run):
     reports = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[0]["checkpoint"] == str(run / "checkpoints" / "step-000000006")
     assert reports[1]["checkpoint"] is None
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "curves.png", "metrics.jsonl", "run.json"]
+    assert json.loads((run / "run.json").read_text())["train_config"]["max_nonfinite"] == 3
     assert len((run / "metrics.jsonl").read_text().splitlines()) == len(reports[0]["history"])
     _assert_identical(load_checkpoint(run).state_dict(), load_file(ddp_run / "rank0.safetensors"))
+
+
+@needs_distributed
+def test_callbacks_run_in_rank_zero_only(ddp_run):
+    calls = [json.loads((ddp_run / f"rank{r}.json").read_text())["callback_calls"] for r in (0, 1)]
+    assert calls[1] == []
+    assert calls[0] == ["start 2", "log train 2", "log val 3", "checkpoint step-000000003", "log train 4",
+                        "log train 6", "log val 6", "checkpoint step-000000006", "end 6"]
 
 
 @pytest.mark.parametrize("spec, words", [

@@ -46,9 +46,9 @@ def test_training_logs_validates_and_checkpoints(digits, tmp_path):
     assert evaluate_model(result.ema, val_data)["bits_per_dim"] == pytest.approx(result.metrics["val_bits_per_dim"])
 
 
-@pytest.mark.parametrize("how", ["signal", "raise"])
+@pytest.mark.parametrize("how", ["signal", "sigterm", "raise"])
 def test_interrupted_then_resumed_run_matches_uninterrupted(digits, tmp_path, how):
-    """Ctrl-C writes a checkpoint; resuming it ends where an uninterrupted run ends."""
+    """Ctrl-C (or SIGTERM) writes a checkpoint; resuming it ends where an uninterrupted run ends."""
     train_data, _ = digits
     config = dict(steps=8, ema_decay=0.8, warmup_steps=2)
     reference = tiny_model(seed=0)
@@ -60,8 +60,8 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(digits, tmp_path, ho
     def interrupt(module, inputs, output):
         calls["n"] += 1
         if calls["n"] == 5:  # call 1 initialises ActNorm: call 5 is the forward of step 3
-            if how == "signal":
-                os.kill(os.getpid(), signal.SIGINT)  # deferred: the loop stops at the step boundary
+            if how in ("signal", "sigterm"):  # deferred: the loop stops at the step boundary
+                os.kill(os.getpid(), signal.SIGINT if how == "signal" else signal.SIGTERM)
             else:
                 raise KeyboardInterrupt
 
@@ -70,7 +70,8 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(digits, tmp_path, ho
         train(model, train_data, tiny_config(tmp_path / "run", **config))
     handle.remove()
     assert load_training_state(tmp_path / "run").step == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler is gone
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handlers are gone
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
     fresh = tiny_model(seed=123)  # other weights: resume must bring the checkpoint's
     torch.manual_seed(999)  # and the global RNG, wherever it stands, must not matter
