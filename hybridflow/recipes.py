@@ -6,6 +6,11 @@ The recipes ship inside the package (``hybridflow/recipe_files/*.toml``, read th
 top-level settings hold for both scales; the chosen scale's table overrides them. Keys are checked
 against :data:`RECIPE_KEYS`, so a typo never silently does nothing.
 
+A recipe's ``kind`` says which command runs it (:data:`RECIPE_KINDS`): a ``"train"`` recipe (the
+default) holds training settings for ``hybridflow train --recipe``; an ``"ood"`` recipe holds
+:data:`OOD_RECIPE_KEYS` (the model to score, the in- and out-of-distribution sets, the scorers)
+for ``hybridflow ood --recipe``. Loading a recipe for the other command says which one to use.
+
 Example:
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "tiny.toml"
@@ -22,17 +27,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["RECIPE_KEYS", "RECIPE_META", "SCALES", "RecipeError", "find_recipe", "list_recipes", "load_recipe",
-           "packaged_recipe_dir", "recipe_dirs"]
+__all__ = ["RECIPE_KEYS", "OOD_RECIPE_KEYS", "RECIPE_KINDS", "RECIPE_META", "SCALES", "RecipeError", "find_recipe",
+           "list_recipes", "load_recipe", "packaged_recipe_dir", "recipe_dirs"]
 
 #: Settings a recipe (or its ``[paper]`` / ``[cpu]`` table) may hold.
 RECIPE_KEYS = {
     "backbone", "dataset", "data_root", "lam", "steps", "batch_size", "lr", "warmup_steps", "grad_clip", "ema_decay",
     "seed", "limit", "val_limit", "labelled_fraction", "shuffle", "shuffle_patch", "shuffle_seed", "size", "pooled",
-    "backbone_options", "log_every", "eval_every", "checkpoint_every", "betas",
+    "backbone_options", "log_every", "eval_every", "checkpoint_every", "betas", "flip", "num_workers",
 }
+#: Settings an OOD recipe (``kind = "ood"``) may hold: the model to score (``checkpoint``: a run
+#: folder, a checkpoint or ``pretrained:NAME``; or ``train_recipe``: the training recipe whose run
+#: folder ``runs/<name>-<scale>`` to score), likewise the reference of ``likelihood_ratio``
+#: (``reference`` / ``reference_recipe``), the sets, the scorers and how many images each set has.
+OOD_RECIPE_KEYS = {"checkpoint", "train_recipe", "reference", "reference_recipe", "in_data", "out_data", "scores",
+                   "limit", "batch_size", "data_root"}
+#: Each kind of recipe and the command that runs it.
+RECIPE_KINDS = {"train": "hybridflow train", "ood": "hybridflow ood"}
 #: Descriptive keys, listed by :func:`list_recipes`; not settings.
-RECIPE_META = {"name", "title", "reproduces", "paper_result", "cpu_expectation", "source", "notes", "metric"}
+RECIPE_META = {"name", "title", "kind", "reproduces", "paper_result", "cpu_expectation", "source", "notes", "metric"}
 #: The tables a recipe holds, one per scale.
 SCALES = ("cpu", "paper")
 
@@ -88,10 +101,22 @@ def _toml() -> ModuleType:
     return tomllib
 
 
-def load_recipe(path: str | Path, scale: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+def load_recipe(path: str | Path, scale: str = "cpu", kind: str = "train") -> tuple[dict[str, Any], dict[str, Any]]:
     """``(settings, meta)`` of a TOML recipe at ``scale``: top-level settings, then the scale's
-    table over them. Unknown keys are refused, so a typo never silently does nothing."""
+    table over them. Unknown keys are refused, so a typo never silently does nothing; so is a
+    recipe of another ``kind`` than the caller runs (the message names its command).
+
+    Example:
+        >>> settings, meta = load_recipe("fashionmnist_mnist_ood", "cpu", kind="ood")
+        >>> meta["kind"], settings["in_data"], settings["out_data"]
+        ('ood', 'fashionmnist', 'mnist')
+        >>> load_recipe("fashionmnist_mnist_ood")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        hybridflow.recipes.RecipeError: recipe fashionmnist_mnist_ood is an ood recipe: run it with `hybridflow ood...
+    """
     tomllib = _toml()
+    if kind not in RECIPE_KINDS:
+        raise RecipeError(f"kind must be one of {', '.join(RECIPE_KINDS)}, got {kind!r}")
     path = find_recipe(path)
     try:
         recipe = tomllib.loads(path.read_text())
@@ -102,14 +127,22 @@ def load_recipe(path: str | Path, scale: str = "cpu") -> tuple[dict[str, Any], d
     meta = {k: v for k, v in recipe.items() if k in RECIPE_META}
     meta.setdefault("name", path.stem)
     meta["path"] = str(path)
+    own_kind = recipe.get("kind", "train")
+    if own_kind not in RECIPE_KINDS:
+        raise RecipeError(f"recipe {path}: kind must be one of {', '.join(RECIPE_KINDS)}, got {own_kind!r}")
+    if own_kind != kind:
+        article = "an" if own_kind[0] in "aeiou" else "a"
+        raise RecipeError(f"recipe {meta['name']} is {article} {own_kind} recipe: run it with "
+                          f"`{RECIPE_KINDS[own_kind]} --recipe {meta['name']}` ({path})")
+    allowed = RECIPE_KEYS if kind == "train" else OOD_RECIPE_KEYS
     settings: dict[str, Any] = {}
     for where, table in (("top level", recipe), (f"[{scale}]", recipe.get(scale, {}))):
         for key, value in table.items():
             if key in SCALES or key in RECIPE_META:
                 continue
-            if key not in RECIPE_KEYS:
+            if key not in allowed:
                 raise RecipeError(f"recipe {path}: unknown key {key!r} at the {where}; "
-                                  f"allowed: {', '.join(sorted(RECIPE_KEYS))}")
+                                  f"allowed: {', '.join(sorted(allowed))}")
             if key == "backbone_options":
                 settings["backbone_options"] = {**settings.get("backbone_options", {}), **value}
             else:
@@ -120,8 +153,8 @@ def load_recipe(path: str | Path, scale: str = "cpu") -> tuple[dict[str, Any], d
 
 
 def list_recipes() -> list[dict[str, str]]:
-    """One row per recipe (the first of each name in :func:`recipe_dirs`): name, path, reproduces,
-    paper_result, cpu_expectation.
+    """One row per recipe (the first of each name in :func:`recipe_dirs`): name, kind, command (the
+    one that runs it), path, reproduces, paper_result, cpu_expectation.
 
     Example:
         >>> all({"name", "path", "reproduces"} <= set(row) for row in list_recipes())
@@ -135,7 +168,9 @@ def list_recipes() -> list[dict[str, str]]:
                 continue
             seen.add(path.stem)
             recipe = tomllib.loads(path.read_text())
-            rows.append(dict(name=path.stem, path=str(path), reproduces=recipe.get("reproduces", ""),
+            kind = str(recipe.get("kind", "train"))
+            rows.append(dict(name=path.stem, kind=kind, command=RECIPE_KINDS.get(kind, ""), path=str(path),
+                             reproduces=recipe.get("reproduces", ""),
                              paper_result=recipe.get("paper_result", ""),
                              cpu_expectation=recipe.get("cpu_expectation", "")))
     return rows

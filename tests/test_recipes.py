@@ -8,7 +8,8 @@ import pytest
 
 from hybridflow.data import EXTERNAL_DATASETS
 import hybridflow
-from hybridflow.recipes import RECIPE_KEYS, RecipeError, find_recipe, list_recipes, load_recipe, packaged_recipe_dir
+from hybridflow.recipes import (OOD_RECIPE_KEYS, RECIPE_KEYS, RecipeError, find_recipe, list_recipes, load_recipe,
+                                packaged_recipe_dir)
 
 RECIPES = packaged_recipe_dir()
 
@@ -20,17 +21,81 @@ def test_shipped_recipes_are_complete_and_valid():
     names = {p.stem for p in paths}
     for needed in ("cifar10_density", "imagenet32_density", "imagenet64_density", "mnist_density",
                    "cifar10_local_shuffle", "cifar10_global_shuffle", "galaxy32_density", "cifar10_probe",
-                   "mnist_coupling_maf", "mnist_coupling_spline"):
+                   "mnist_coupling_maf", "mnist_coupling_spline", "mnist_ssl100", "mnist_ssl1000",
+                   "fashionmnist_mnist_ood", "fashionmnist_ood_reference"):
         assert needed in names
     for path in paths:
         assert path.read_text().startswith("# "), f"{path.name} lacks its header comment"
+        kind = next(row["kind"] for row in list_recipes() if row["name"] == path.stem)
         for scale in ("cpu", "paper"):
-            settings, meta = load_recipe(path, scale)
+            settings, meta = load_recipe(path, scale, kind=kind)
+            assert meta.get("reproduces") and meta.get("paper_result")
+            if kind == "ood":
+                _check_ood_recipe(settings, names)
+                continue
             assert set(settings) <= RECIPE_KEYS
             assert settings["backbone"] in list_backbones(), (path.name, settings["backbone"])
-            assert meta.get("reproduces") and meta.get("paper_result")
             if settings["dataset"] in EXTERNAL_DATASETS:
                 assert "NOT downloadable" in path.read_text()
+
+
+def _check_ood_recipe(settings: dict, train_recipes: set) -> None:
+    from hybridflow.data import SYNTHETIC_OOD, check_dataset_name
+    from hybridflow.ood import SCORERS
+
+    assert set(settings) <= OOD_RECIPE_KEYS
+    assert settings["scores"] and set(settings["scores"]) <= set(SCORERS)
+    check_dataset_name(settings["in_data"])
+    check_dataset_name(settings["out_data"], tuple(SYNTHETIC_OOD))
+    # the model scored is named: a shipped model or the run of a training recipe that exists
+    assert ("checkpoint" in settings) != ("train_recipe" in settings)
+    assert settings.get("train_recipe", "mnist_density") in train_recipes
+    if "likelihood_ratio" in settings["scores"]:
+        assert settings.get("reference") or settings["reference_recipe"] in train_recipes
+
+
+@pytest.mark.parametrize("name, labels", [("mnist_ssl100", 100), ("mnist_ssl1000", 1000)])
+def test_semi_supervised_recipes_keep_that_many_labels(name, labels):
+    """At paper scale the labelled fraction of MNIST's 60,000 images is the named count, the model
+    is hybrid (lam > 0) and every other image trains the density: keep_labels (stratified, rounded
+    per class) leaves `labels` labels, within rounding, on MNIST's class sizes."""
+    import torch
+
+    from hybridflow.data import ImageData, keep_labels
+
+    paper, _ = load_recipe(name, "paper")
+    cpu, _ = load_recipe(name, "cpu")
+    assert paper["lam"] > 0 and cpu["lam"] > 0 and paper["dataset"] == "mnist"
+    assert paper.get("limit") is None and paper["labelled_fraction"] * 60000 == pytest.approx(labels)
+    assert cpu["labelled_fraction"] * cpu.get("limit", 60000) == pytest.approx(labels)
+    mnist_class_sizes = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(mnist_class_sizes)])
+    data = ImageData(torch.zeros(len(y), 1, 1, 1, dtype=torch.uint8), y)
+    kept = keep_labels(data, paper["labelled_fraction"], seed=0).labels
+    assert abs(int((kept >= 0).sum()) - labels) <= 1
+    per_class = torch.bincount(kept[kept >= 0], minlength=10)
+    assert per_class.min() >= 0.85 * labels / 10 and per_class.max() <= 1.15 * labels / 10
+
+
+def test_recipes_say_which_command_runs_them(tmp_path):
+    rows = {row["name"]: row for row in list_recipes()}
+    assert (rows["fashionmnist_mnist_ood"]["kind"], rows["fashionmnist_mnist_ood"]["command"]) == \
+        ("ood", "hybridflow ood")
+    assert (rows["mnist_ssl100"]["kind"], rows["mnist_ssl100"]["command"]) == ("train", "hybridflow train")
+    with pytest.raises(RecipeError, match=r"is an ood recipe: run it with `hybridflow ood --recipe "
+                                          r"fashionmnist_mnist_ood`"):
+        load_recipe("fashionmnist_mnist_ood", "cpu")
+    with pytest.raises(RecipeError, match=r"is a train recipe: run it with `hybridflow train --recipe mnist_ssl100`"):
+        load_recipe("mnist_ssl100", "cpu", kind="ood")
+    with pytest.raises(RecipeError, match="kind must be one of train, ood, got 'eval'"):
+        load_recipe("mnist_ssl100", "cpu", kind="eval")
+    with pytest.raises(RecipeError, match="kind must be one of train, ood, got 'probe'"):
+        load_recipe(_write(tmp_path, 'kind = "probe"\n[cpu]\n'), "cpu")
+    # each kind has its own keys: a training key in an OOD recipe is a typo, not a silent no-op
+    with pytest.raises(RecipeError, match="unknown key 'lam' at the top level; allowed: batch_size, checkpoint"):
+        load_recipe(_write(tmp_path, 'kind = "ood"\nlam = 1.0\n[cpu]\n'), "cpu", kind="ood")
+    with pytest.raises(RecipeError, match="unknown key 'out_data' at the \\[cpu\\]"):
+        load_recipe(_write(tmp_path, '[cpu]\nout_data = "mnist"\n'), "cpu")
 
 
 def _write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:

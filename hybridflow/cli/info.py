@@ -51,13 +51,14 @@ def recipes(as_json) -> None:
     \b
     Example:
         hybridflow recipes
-        hybridflow train --recipe recipes/cifar10_density --scale cpu --data-root ../shared/data
+        hybridflow train --recipe cifar10_density --scale cpu --data-root ../shared/data
+        hybridflow ood --recipe fashionmnist_mnist_ood --data-root ../shared/data
     """
     rows = list_recipes()
     if not rows:
         raise CLIError("no recipes found (looked in ./recipes and beside the package)")
     width = max(len(r["name"]) for r in rows)
-    emit(as_json, dict(recipes=rows), "\n".join(f"{r['name']:<{width}}  {r['reproduces']}" for r in rows))
+    emit(as_json, dict(recipes=rows), "\n".join(f"{r['name']:<{width}}  [{r['kind']}] {r['reproduces']}" for r in rows))
 
 
 @cli.command()

@@ -6,6 +6,8 @@ import click
 
 from ..data import SYNTHETIC_OOD
 from ..ood import SCORERS, ood_report
+from ..ood.report import ood_recipe_settings
+from ..recipes import SCALES
 from .group import cli
 from .options import (boundary, data_root_option, device_options, download_option, emit, json_option, set_threads,
                       usage)
@@ -37,10 +39,17 @@ def format_ood_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 @cli.command()
-@click.option("--checkpoint", "-c", required=True, type=click.Path(), help="A run folder or checkpoint.")
+@click.option("--recipe", "recipe_name", metavar="NAME", default=None,
+              help="An OOD recipe (see `hybridflow recipes`): the model, the sets and the scorers; explicit options "
+                   "override it.")
+@click.option("--scale", type=click.Choice(SCALES), default="cpu", show_default=True,
+              help="Which table of the recipe to run.")
+@click.option("--checkpoint", "-c", default=None, type=click.Path(),
+              help="A run folder, checkpoint or pretrained:NAME (required without --recipe).")
 @click.option("--in-data", default=None, help="In-distribution dataset [default: the checkpoint's].")
-@click.option("--out-data", required=True, help="Out-of-distribution dataset, or a synthetic set made from the "
-              "in-distribution test images: " + ", ".join(f"{k} ({v})" for k, v in SYNTHETIC_OOD.items()) + ".")
+@click.option("--out-data", default=None, help="Out-of-distribution dataset (required without --recipe), or a "
+              "synthetic set made from the in-distribution test images: "
+              + ", ".join(f"{k} ({v})" for k, v in SYNTHETIC_OOD.items()) + ".")
 @click.option("--score", "scores", default="loglik,typicality,complexity", show_default=True,
               help="Comma-separated scorers: loglik, bpd, typicality, likelihood_ratio, complexity, max_softmax, "
                    "entropy.")
@@ -56,9 +65,10 @@ def format_ood_table(rows: dict[str, dict[str, float]]) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @device_options
 @json_option
+@click.pass_context
 @boundary
-def ood(checkpoint, in_data, out_data, scores, reference, data_root, download, limit, roc_path, hist_path, batch_size,
-        device, threads, as_json) -> None:
+def ood(ctx: click.Context, recipe_name, scale, checkpoint, in_data, out_data, scores, reference, data_root, download,
+        limit, roc_path, hist_path, batch_size, device, threads, as_json) -> None:
     """Out-of-distribution detection: score in- and out-of-distribution images, print AUROC,
     AUPR-in, AUPR-out and FPR at 95% TPR (both conventions) per scorer (higher score = more
     in-distribution).
@@ -68,17 +78,32 @@ def ood(checkpoint, in_data, out_data, scores, reference, data_root, download, l
 
     \b
     Examples:
+        hybridflow ood --recipe fashionmnist_mnist_ood --data-root ../shared/data
         hybridflow ood -c runs/digits --out-data noise --roc roc.png --hist hist.png
         hybridflow ood -c runs/fashion --in-data fashionmnist --out-data mnist --data-root ../shared/data \\
             --score loglik,typicality,complexity,likelihood_ratio --reference runs/fashion-perturbed
     """
     names = parse_scores(scores)
-    if "likelihood_ratio" in names and reference is None:
+    if recipe_name is not None:
+        # the recipe's values, then the options given on the command line (or by environment)
+        given = {key: value for key, value in dict(checkpoint=checkpoint, in_data=in_data, out_data=out_data,
+                                                   scorers=names, reference=reference, data_root=data_root,
+                                                   limit=limit, batch_size=batch_size).items()
+                 if ctx.get_parameter_source("scores" if key == "scorers" else key)
+                 not in (click.core.ParameterSource.DEFAULT, None)}
+        settings = ood_recipe_settings(recipe_name, scale, **given)
+    else:
+        missing = [option for option, value in (("--checkpoint", checkpoint), ("--out-data", out_data)) if not value]
+        if missing:
+            raise usage(f"{' and '.join(missing)} needed (or --recipe NAME: see `hybridflow recipes`)")
+        settings = dict(checkpoint=checkpoint, out_data=out_data, in_data=in_data, scorers=names, reference=reference,
+                        data_root=data_root, limit=limit, batch_size=batch_size)
+    if "likelihood_ratio" in settings["scorers"] and settings["reference"] is None:
         raise usage("likelihood_ratio needs --reference CHECKPOINT (a second model, e.g. trained on perturbed "
                     "images, Ren et al. 2019)")
     set_threads(threads)
-    report = ood_report(checkpoint, out_data, in_data, names, reference, data_root, download, limit, batch_size,
-                        roc_path, hist_path, device)
+    report = ood_report(**settings, download=download, roc_path=roc_path, hist_path=hist_path, device=device)
+    out_data = settings["out_data"]
     header = (f"in: {report.in_data} test ({report.n_in:,}), out: {out_data} ({report.n_out:,}); "
               f"checkpoint {report.checkpoint}")
     lines = [header, format_ood_table(report.metrics), *(f"{kind} -> {path}" for kind, path in report.plots.items())]

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -37,7 +37,7 @@ DEFAULT_STEPS = 200
 _OWN_TRAIN_FIELDS = ("steps", "epochs", "batch_size", "lr", "seed", "device", "progress")
 
 
-class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
+class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
     """A hybrid generative classifier on a normalising flow, as a scikit-learn classifier.
 
     Args:
@@ -350,6 +350,12 @@ class HybridFlowClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """Embeddings: the head's input, the latent ``z`` flattened ``(n_samples, C*H*W)`` or
         pooled (``pooled=True``), with midpoint dequantisation (deterministic)."""
         return self._evaluate(X, features=True)["features"]
+
+    @property
+    def _n_features_out(self) -> int:
+        """Width of :meth:`transform`'s output (``get_feature_names_out`` names them
+        ``hybridflowclassifier0``...)."""
+        return self.model_.head.in_features
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Per-example log-likelihood in nats of the 8-bit image the example becomes (higher =

@@ -35,7 +35,7 @@ from .detector import TABULAR_SCORERS, FlowDensity
 from .likelihood import log_likelihood
 from .metrics import evaluate
 from .pytorch_ood import FlowOODDetector, to_pytorch_ood
-from .report import OODReport, ood_report, score_ood
+from .report import OODReport, ood_recipe_settings, ood_report, score_ood
 from .tabular import FeatureMLP, TabularFlow, fit_tabular_flow, weighted_actnorm_init
 from .weights import check_sample_weight, weighted_percentile
 from .scorers import (
@@ -48,7 +48,7 @@ __all__ = [
     "log_likelihood", "perturb", "compressed_bits_per_dim",
     "Scorer", "LogLikelihood", "BitsPerDim", "Typicality", "LikelihoodRatio", "Complexity",
     "MaxSoftmax", "PredictiveEntropy", "SCORERS", "create_scorer",
-    "FlowDensity", "FlowOODDetector", "to_pytorch_ood", "OODReport", "score_ood", "ood_report",
+    "FlowDensity", "FlowOODDetector", "to_pytorch_ood", "OODReport", "score_ood", "ood_report", "ood_recipe_settings",
     "TABULAR_SCORERS", "TabularFlow", "FeatureMLP", "fit_tabular_flow", "weighted_actnorm_init",
     "check_sample_weight", "weighted_percentile",
 ]

@@ -3,7 +3,8 @@ scorers and measure how well each tells them apart.
 
 :func:`score_ood` works on a model and two sets of images; :func:`ood_report` starts from a run
 folder or checkpoint, loads the data it was trained on (or ``in_data``) and the outliers (a dataset
-or a synthetic set), and can draw the ROC curves and score histograms.
+or a synthetic set), and can draw the ROC curves and score histograms. :func:`ood_recipe_settings`
+reads an OOD recipe (``hybridflow ood --recipe``) into :func:`ood_report`'s arguments.
 
 Example:
     >>> from hybridflow.data import load_digits_data, noise_images
@@ -25,11 +26,13 @@ import numpy as np
 
 from ..data import SYNTHETIC_OOD, check_dataset_name, load_ood_data
 from ..plots import plot_roc_curves, plot_score_histograms
-from ..runs import check_data_shape, data_spec_from_run, load_model
+from ..pretrained import resolve_model_path
+from ..recipes import load_recipe
+from ..runs import CheckpointNotFoundError, check_data_shape, data_spec_from_run, default_run_folder, load_model
 from .metrics import evaluate
-from .scorers import create_scorer
+from .scorers import SCORERS, create_scorer
 
-__all__ = ["CLASSIFIER_SCORERS", "OODReport", "score_ood", "ood_report"]
+__all__ = ["CLASSIFIER_SCORERS", "OODReport", "score_ood", "ood_report", "ood_recipe_settings"]
 
 #: Scorers that read the classifier head; the others need only the flow.
 CLASSIFIER_SCORERS = ("max_softmax", "entropy")
@@ -76,6 +79,14 @@ def score_ood(model: Any, in_images: Any, out_images: Any, scorers: Sequence[str
     """
     backbone = getattr(model, "backbone", model)
     ref = getattr(reference, "backbone", reference)
+    if getattr(model, "lam", None) == 0:
+        # a pure flow's head never trained: its softmax would score every image alike, and the
+        # metrics would look like numbers
+        untrained = [name for name in scorers if name in CLASSIFIER_SCORERS]
+        if untrained:
+            raise ValueError(f"{', '.join(untrained)} read(s) the classifier head, but this model was trained with "
+                             "lam=0 (a pure flow): its head is untrained. Score a hybrid model (lam > 0) or use "
+                             "the density scorers")
     metrics, scores = {}, {}
     for name in scorers:
         scorer = create_scorer(name, model if name in CLASSIFIER_SCORERS else backbone, reference=ref,
@@ -119,3 +130,55 @@ def ood_report(checkpoint: str | Path, out_data: str, in_data: str | None = None
         report.plots["hist"] = str(plot_score_histograms(report.scores, hist_path,
                                                          labels=(f"{spec.name} (in)", f"{out_data} (out)")))
     return report
+
+
+def ood_recipe_settings(recipe: str | Path, scale: str = "cpu", **overrides: Any) -> dict[str, Any]:
+    """:func:`ood_report`'s arguments from an OOD recipe (``kind = "ood"``, keys
+    :data:`~hybridflow.recipes.OOD_RECIPE_KEYS`) at ``scale``; ``overrides`` (``checkpoint``,
+    ``out_data``, ``in_data``, ``scorers``, ``reference``, ``limit``, ``batch_size``, ``data_root``;
+    ``None`` = the recipe's) win over the recipe.
+
+    The model is the recipe's ``checkpoint`` (``pretrained:NAME`` too) or the run folder of its
+    ``train_recipe`` (``runs/<train_recipe>-<scale>``); the ``likelihood_ratio`` reference likewise
+    (``reference`` / ``reference_recipe``). A run folder that is not there yet raises
+    :class:`~hybridflow.runs.CheckpointNotFoundError` naming the command that trains it.
+
+    Example:
+        >>> settings = ood_recipe_settings("fashionmnist_mnist_ood", "cpu", scorers=["loglik"], limit=10)
+        >>> settings["checkpoint"], settings["in_data"], settings["out_data"], settings["scorers"], settings["limit"]
+        ('pretrained:fashionmnist', 'fashionmnist', 'mnist', ['loglik'], 10)
+    """
+    unknown = sorted(set(overrides) - {"checkpoint", "out_data", "in_data", "scorers", "reference", "limit",
+                                       "batch_size", "data_root"})
+    if unknown:
+        raise TypeError(f"ood_recipe_settings got unknown overrides {unknown}")
+    settings, meta = load_recipe(recipe, scale, kind="ood")
+    scores = settings.pop("scores", ["loglik", "typicality", "complexity"])
+    scores = [s.strip() for s in scores.split(",")] if isinstance(scores, str) else list(scores)
+    settings["scorers"] = scores
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    bad = [name for name in settings["scorers"] if name not in SCORERS]
+    if bad or not settings["scorers"]:
+        raise ValueError(f"recipe {meta['name']}: unknown scorer(s) {bad or '(none)'}; "
+                         f"choose from {', '.join(SCORERS)}")
+
+    def model_path(key: str, recipe_key: str) -> str | None:
+        if settings.get(key) is not None:
+            return str(settings[key])
+        if settings.get(recipe_key) is None:
+            return None
+        folder = default_run_folder("", "", settings[recipe_key], scale)
+        if not Path(resolve_model_path(folder)).exists():
+            raise CheckpointNotFoundError(f"recipe {meta['name']} scores {folder}, which is not there: train it first "
+                                          f"with `hybridflow train --recipe {settings[recipe_key]} --scale {scale}`")
+        return str(folder)
+
+    checkpoint = model_path("checkpoint", "train_recipe")
+    if checkpoint is None:
+        raise ValueError(f"recipe {meta['name']} names no model to score: give it checkpoint or train_recipe")
+    if settings.get("out_data") is None:
+        raise ValueError(f"recipe {meta['name']} names no out_data")
+    reference = model_path("reference", "reference_recipe") if "likelihood_ratio" in settings["scorers"] else None
+    return dict(checkpoint=checkpoint, out_data=settings["out_data"], in_data=settings.get("in_data"),
+                scorers=settings["scorers"], reference=reference, limit=settings.get("limit", 2000),
+                batch_size=settings.get("batch_size", 256), data_root=settings.get("data_root"))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.cli.runner import one_line_error, run
+from tests.cli.runner import TINY, one_line_error, run
 
 
 def test_ood_table_json_and_plots(trained, tmp_path):
@@ -34,3 +34,49 @@ def test_scorer_and_dataset_mistakes(trained):
     assert "--reference" in one_line_error(run("ood", "-c", trained, "--out-data", "noise", "--score",
                                                "likelihood_ratio", code=2))
     assert "unknown dataset" in one_line_error(run("ood", "-c", trained, "--out-data", "svhm", code=2))
+
+
+def _ood_recipe(tmp_path, body: str, name: str = "tiny_ood.toml"):
+    path = tmp_path / name
+    path.write_text('# a test OOD recipe\nkind = "ood"\nreproduces = "nothing"\npaper_result = "none"\n' + body)
+    return path
+
+
+def test_ood_recipe_runs_end_to_end_and_options_override_it(trained, tmp_path):
+    recipe = _ood_recipe(tmp_path, f'in_data = "digits"\nout_data = "noise"\n'
+                                   f'scores = ["loglik", "bpd", "likelihood_ratio", "max_softmax"]\n'
+                                   f'reference = "{trained}"\n[paper]\nlimit = 1000\n'
+                                   f'[cpu]\ncheckpoint = "{trained}"\nlimit = 40\n')
+    payload = json.loads(run("ood", "--recipe", recipe, "--json").stdout)
+    assert list(payload["metrics"]) == ["loglik", "bpd", "likelihood_ratio", "max_softmax"]
+    assert (payload["in_data"], payload["out_data"]) == ("digits", "noise")
+    assert payload["metrics"]["likelihood_ratio"]["auroc"] == pytest.approx(0.5)  # the model against itself
+    assert payload["metrics"]["loglik"]["auroc"] > 0.9  # noise is far less likely than digits, even after 4 steps
+    # explicit options win over the recipe: the scorers, the out-data, the number of images
+    text = run("ood", "--recipe", recipe, "--score", "bpd", "--out-data", "inverted", "--limit", "30").stdout
+    assert text.splitlines()[0].startswith("in: digits test (30), out: inverted (30)")
+    assert [line.split()[0] for line in text.splitlines()[2:]] == ["bpd"]
+
+
+def test_ood_recipe_mistakes_are_one_line_errors(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the run the recipe scores is not trained yet: the error names the command that trains it
+    recipe = _ood_recipe(tmp_path, 'out_data = "noise"\nscores = ["loglik"]\n[cpu]\ntrain_recipe = "mnist_density"\n')
+    assert "train it first with `hybridflow train --recipe mnist_density --scale cpu`" in \
+        one_line_error(run("ood", "--recipe", recipe, code=2))
+    assert "is an ood recipe: run it with `hybridflow ood --recipe tiny_ood`" in \
+        one_line_error(run("train", "--recipe", recipe, code=2))
+    assert "is a train recipe: run it with `hybridflow train --recipe mnist_density`" in \
+        one_line_error(run("ood", "--recipe", "mnist_density", code=2))
+    bad = _ood_recipe(tmp_path, f'out_data = "noise"\nscores = ["loglik", "lofi"]\n[cpu]\ncheckpoint = "{trained}"\n',
+                      "bad.toml")
+    assert "unknown scorer(s) ['lofi']" in one_line_error(run("ood", "--recipe", bad, code=1))
+    assert "--checkpoint and --out-data needed (or --recipe NAME" in one_line_error(run("ood", code=2))
+
+
+def test_classifier_scorers_refuse_a_pure_flow(tmp_path):
+    """A lam = 0 model's head never trained: max_softmax on it would print metrics of a constant."""
+    out = tmp_path / "flow"
+    run("train", "--steps", "2", "--lam", "0", "--out", out, "-q", *TINY)
+    error = one_line_error(run("ood", "-c", out, "--out-data", "noise", "--score", "loglik,max_softmax", code=1))
+    assert "max_softmax read(s) the classifier head, but this model was trained with lam=0" in error

@@ -246,3 +246,15 @@ def test_bfloat16_conditioners_predict_in_either_inference_dtype(digits):
         clf = tiny(backbone_kwargs=kwargs, steps=3, inference_dtype=dtype).fit(x, y)
         proba = clf.predict_proba(x[:5])
         assert proba.shape == (5, len(clf.classes_)) and np.allclose(proba.sum(1), 1.0)
+
+
+def test_transform_names_its_features_and_follows_set_output():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, y = digits.images[:96, None].astype(np.uint8), digits.target[:96]
+    clf = HybridFlowClassifier(backbone_kwargs=dict(patch_size=2, num_layers=1, hidden=8), steps=2,
+                               batch_size=32, random_state=0).fit(X, y)
+    names = clf.get_feature_names_out()
+    assert len(names) == clf.transform(X[:4]).shape[1] == 64 and names[0] == "hybridflowclassifier0"
+    assert clf.set_output(transform="default").transform(X[:2]).shape == (2, 64)
