@@ -57,7 +57,8 @@ def run_dataset(args, dataset: str) -> dict:
         model, info = C.trained_model(args, spec, dataset, train)
         models[spec.label] = dict(spec=spec.as_dict(), params=C.backbone_params(model), train=info,
                                   test_bits_per_dim=C.test_bits_per_dim(model, test.images, args.eval_batch))
-        features[spec.label] = (embed_images(model, probe_train.images), embed_images(model, test.images))
+        features[spec.label] = (embed_images(model, probe_train.images, features="latent"),
+                                embed_images(model, test.images, features="latent"))
         if args.pooled:
             name = f"{spec.label} (pooled)"
             models[name] = models[spec.label]

@@ -67,12 +67,12 @@ class LatentClassifier:
     def fit(self, data: ImageData) -> "LatentClassifier":
         with threadpool_limits(1, user_api="blas"):
             self.head_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=1000))
-            self.head_.fit(embed_images(self.flow, data.images), data.labels.numpy())
+            self.head_.fit(embed_images(self.flow, data.images, features="latent"), data.labels.numpy())
         return self
 
     def predict_proba(self, images: torch.Tensor) -> np.ndarray:
         with threadpool_limits(1, user_api="blas"):
-            return self.head_.predict_proba(embed_images(self.flow, images))
+            return self.head_.predict_proba(embed_images(self.flow, images, features="latent"))
 
 
 def run_direction(args, spec, in_name: str, out_name: str) -> dict:

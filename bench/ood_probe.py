@@ -106,7 +106,8 @@ def run_probe(args) -> dict:
     for name in BACKBONES:
         print(f"probe, {name}: training on MNIST ({len(flow_train)} images)", flush=True)
         model, infos[name] = train_flow(name, flow_train, args, "mnist")
-        features[name] = (embed_images(model, probe_train.images), embed_images(model, probe_test.images))
+        features[name] = (embed_images(model, probe_train.images, features="latent"),
+                          embed_images(model, probe_test.images, features="latent"))
     print("probe, timm MLP-Mixer: training on the probe's labelled train set", flush=True)
     start = time.monotonic()
     mixer_train, mixer_test = timm_mixer_features(

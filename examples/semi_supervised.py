@@ -42,11 +42,6 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", default=os.environ.get("HYBRIDFLOW_FAST") == "1")
     parser.add_argument("--fraction", type=float, default=0.01, help="fraction of labelled training images")
     args = parser.parse_args()
-    if "HYBRIDFLOW_THREADS" in os.environ:
-        import torch
-
-        torch.set_num_threads(int(os.environ["HYBRIDFLOW_THREADS"]))
-
     train, test = load_digits_data(train=True), load_digits_data(train=False)
     X, y = train.images.numpy(), train.labels.numpy()
     X_test, y_test = test.images.numpy(), test.labels.numpy()

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = ["FlowBackbone", "Glow", "MixerFlow", "create_backbone", "freeze", "list_backbones", "register_backbone",
-           "HybridModel", "TrainConfig", "train", "HybridFlowClassifier"]
+           "HybridModel", "TrainConfig", "train", "HybridFlowClassifier", "load_pretrained"]
 
 #: Where each public name lives; its module is imported on first access.
 _EXPORTS = {
     "FlowBackbone": "backbones", "Glow": "backbones", "MixerFlow": "backbones", "create_backbone": "backbones",
     "list_backbones": "backbones", "register_backbone": "backbones", "freeze": "flows", "HybridModel": "hybrid",
     "TrainConfig": "training", "train": "training", "HybridFlowClassifier": "estimators",
+    "load_pretrained": "pretrained",
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from .estimators import HybridFlowClassifier
     from .flows import freeze
     from .hybrid import HybridModel
+    from .pretrained import load_pretrained
     from .training import TrainConfig, train
 
 

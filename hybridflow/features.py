@@ -42,7 +42,7 @@ from .backbones.density import parameter_dtype_device
 from .data import as_images
 from .flows import ConvConditioner, ResidualMLP, inference_model, is_inference_copy
 
-__all__ = ["FEATURE_SETS", "DEFAULT_FEATURES", "flow_features", "check_features"]
+__all__ = ["FEATURE_SETS", "DEFAULT_FEATURES", "flow_features", "check_features", "default_features"]
 
 FEATURE_SETS = ("latent", "pooled", "depths", "hidden", "depths+hidden")
 """Names :func:`flow_features` accepts."""
@@ -65,6 +65,26 @@ def check_features(features: str) -> str:
     if features not in FEATURE_SETS:
         raise ValueError(f"unknown features {features!r}: choose one of {', '.join(FEATURE_SETS)}")
     return features
+
+
+def default_features(model: Any) -> str:
+    """:data:`DEFAULT_FEATURES` where ``model``'s backbone has the blocks and conditioners they read
+    (MixerFlow and Glow with MLP or convolutional couplings, live, not an inference copy), else
+    ``"latent"``: a user's own backbone can always be probed.
+
+    Example:
+        >>> from hybridflow import create_backbone
+        >>> default_features(create_backbone("glow_tiny")), default_features(create_backbone("mixerflow_tiny_maf"))
+        ('depths+hidden', 'latent')
+    """
+    from .flows import contains_inference_copy
+
+    backbone = _backbone(model)
+    try:
+        _depth_taps(backbone), _hidden_taps(backbone)
+    except ValueError:
+        return "latent"
+    return "latent" if contains_inference_copy(backbone) else DEFAULT_FEATURES
 
 
 def _backbone(model: Any) -> Any:

@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from .data import as_images
-from .features import DEFAULT_FEATURES, flow_features
+from .features import default_features, flow_features
 from .seeding import seeded
 
 __all__ = [
@@ -245,9 +245,9 @@ def embed_images(model: Any, images: Any, batch_size: int = 256, pooled: bool = 
     """A backbone's (a hybrid model's: its ``.backbone``'s) ``features`` of ``images`` as float32
     ``(N, dim)``, computed without gradients on a copy (the model itself is left as it is).
 
-    ``features`` is one of :data:`~hybridflow.features.FEATURE_SETS`; the default,
-    :data:`~hybridflow.features.DEFAULT_FEATURES`, is the latents at every depth and the
-    conditioners' pooled hidden units, and
+    ``features`` is one of :data:`~hybridflow.features.FEATURE_SETS`; the default
+    (:func:`~hybridflow.features.default_features`: ``"depths+hidden"`` for MixerFlow and Glow) is
+    the latents at every depth and the conditioners' pooled hidden units, and
     ``"latent"`` the flattened final latent (``pooled=True`` is short for ``"pooled"``). See
     :func:`~hybridflow.features.flow_features`.
 
@@ -259,7 +259,7 @@ def embed_images(model: Any, images: Any, batch_size: int = 256, pooled: bool = 
     """
     if pooled and features not in (None, "pooled"):
         raise ValueError(f"pooled=True asks for the pooled latent, features={features!r} for another set")
-    return flow_features(model, images, "pooled" if pooled else features or DEFAULT_FEATURES, batch_size)
+    return flow_features(model, images, "pooled" if pooled else features or default_features(model), batch_size)
 
 
 def _mixer_patch(h: int, w: int) -> int:

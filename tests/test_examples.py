@@ -46,10 +46,21 @@ def test_every_example_has_a_fast_mode_and_a_docstring():
         assert text.startswith('"""') and "--fast" in text and "HYBRIDFLOW_FAST" in text, script.name
 
 
+def test_examples_and_readme_point_at_nothing_a_user_lacks():
+    """A user has the package, the embedded digits and what --download fetches: no paths into this
+    project's machine (../shared, /work) and no run folders they never trained."""
+    readme = EXAMPLES.parent / "README.md"
+    for path in [*sorted(EXAMPLES.glob("*.py")), readme]:
+        text = path.read_text()
+        for local in ("../shared", "/work/", "shared/data"):
+            assert local not in text, f"{path.name} points at {local}"
+    assert (EXAMPLES / "pretrained_mnist_samples.png").stat().st_size > 1000  # the README shows it
+
+
 def test_quickstart_sklearn(monkeypatch, capsys):
     _needs_estimators()
     out = run_example("quickstart_sklearn.py", monkeypatch, capsys)
-    assert "test accuracy" in out and "nats per image" in out and "(5, 64)" in out
+    assert "test accuracy" in out and "nats per image" in out and "bits/dim" in out and "(5, 64)" in out
 
 
 def test_semi_supervised(monkeypatch, capsys):

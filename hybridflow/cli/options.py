@@ -129,10 +129,13 @@ def download_option(fn: Callable) -> Callable:
 
 
 def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+    """``--threads N``, else ``$HYBRIDFLOW_THREADS``, else half the usable cores (at least one):
+    on a busy 2-core machine torch's default of every core ran 30x slower than one thread."""
+    import torch
 
-        torch.set_num_threads(threads)
+    from ..estimators.fitting import default_threads
+
+    torch.set_num_threads(threads if threads is not None else default_threads())
 
 
 def emit(as_json: bool, payload: dict[str, Any], text: str | None = None) -> None:

@@ -21,9 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -34,7 +35,8 @@ from ..hybrid import HybridModel
 from ..seeding import seeded
 from ..training import TrainConfig, TrainResult, train
 
-__all__ = ["build_classifier_model", "train_model", "default_threads", "thread_limit", "THREADS_ENV"]
+__all__ = ["build_classifier_model", "train_model", "default_threads", "thread_limit", "threads_of_estimator",
+           "THREADS_ENV"]
 
 #: The environment variable the CLI's ``--threads`` and the estimators read.
 THREADS_ENV = "HYBRIDFLOW_THREADS"
@@ -80,6 +82,18 @@ def thread_limit(num_threads: int | None = None) -> Iterator[int]:
         yield threads
     finally:  # the caller's process keeps its own setting, even after an error or Ctrl-C
         torch.set_num_threads(previous)
+
+
+def threads_of_estimator(method: Callable) -> Callable:
+    """Run an estimator's ``method`` under :func:`thread_limit` ``(self.num_threads)``: the
+    estimator's own thread setting, the caller's restored after."""
+    @functools.wraps(method)
+    def limited(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if hasattr(self, "_validate_params"):  # scikit-learn's message for a bad num_threads, not ours
+            self._validate_params()
+        with thread_limit(getattr(self, "num_threads", None)):
+            return method(self, *args, **kwargs)
+    return limited
 
 
 def build_classifier_model(backbone: str, num_classes: int, image_shape: tuple[int, int, int], seed: int,

@@ -31,12 +31,13 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor, nn
 
-from ..backbones import FlowBackbone, create_backbone
+from ..backbones import create_backbone
 from ..data import as_images
+from ..estimators.fitting import threads_of_estimator
 from ..flows import freeze, inference_model
 from ..pretrained import named_model
 from ..seeding import seeded
-from .likelihood import log_likelihood, model_device
+from .likelihood import log_likelihood, model_device, split_model
 from .scorers import SCORERS, create_scorer, perturb
 from .tabular import TabularFlow, fit_tabular_flow
 from .weights import check_sample_weight, weighted_percentile
@@ -46,18 +47,6 @@ __all__ = ["FlowDensity", "TABULAR_SCORERS"]
 #: The scorers that apply to tabular rows (the others read pixels or need a reference or a head).
 TABULAR_SCORERS = ("loglik", "typicality")
 _DEFAULT_IMAGE_BACKBONE = "mixerflow_tiny"
-
-
-def _split_model(model: Any) -> tuple[Any, Any]:
-    """``(density, full model)``: a hybrid model's ``.backbone`` holds the density."""
-    if isinstance(model, (FlowBackbone, TabularFlow)):
-        return model, model
-    if hasattr(model, "backbone") and hasattr(model.backbone, "log_prob"):
-        return model.backbone, model
-    if hasattr(model, "log_prob"):
-        return model, model
-    raise TypeError(f"expected a backbone name, a FlowBackbone or a model with .backbone or .log_prob, "
-                    f"got {type(model).__name__}")
 
 
 class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixin, BaseEstimator):
@@ -87,6 +76,8 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available.
         random_state: seeds weights, batches and perturbations (global RNG state is untouched).
         verbose: print the training loss.
+        num_threads: torch threads for fit and scoring (``None``: ``$HYBRIDFLOW_THREADS``, else half
+            the cores; the caller's count is restored after).
 
     ``fit(X, sample_weight=w)`` minimises the weighted mean NLL on tabular rows (with ``N <=
     batch_size`` every step sees all rows, so integer weights equal repeated rows exactly); the
@@ -127,6 +118,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         "device": [None, str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "num_threads": [None, Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(self, backbone: Any = None, backbone_kwargs: dict | None = None,
@@ -134,7 +126,8 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
                  batch_size: int = 64, lr: float = 1e-3, contamination: float = 0.1,
                  reference: Any = "perturbed", reference_kwargs: dict | None = None,
                  reference_steps: int | None = None, perturb_rate: float = 0.2, compressor: str = "png",
-                 device: str | None = None, random_state: int | None = None, verbose: int = 0) -> None:
+                 device: str | None = None, random_state: int | None = None, verbose: int = 0,
+                 num_threads: int | None = None) -> None:
         self.backbone = backbone
         self.backbone_kwargs = backbone_kwargs
         self.image_shape = image_shape
@@ -151,6 +144,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.num_threads = num_threads
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -181,7 +175,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         if scorer == "typicality":  # its statistics come from the training data
             raise ValueError("the typicality scorer needs training statistics: pass X_fit (in-distribution data)")
         detector._validate_params()
-        density, full = _split_model(model)
+        density, full = split_model(model)
         if isinstance(density, TabularFlow):
             detector._set_models(density, full, None, None)
         else:
@@ -219,7 +213,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         if self.scorer != "likelihood_ratio":
             return None
         if not isinstance(self.reference, str):
-            return _split_model(self.reference)[0]  # a trained model, used as it is
+            return split_model(self.reference)[0]  # a trained model, used as it is
         if images is None:
             raise ValueError("likelihood_ratio without training data needs reference= a trained model "
                              "(or pass X_fit so that a reference can be trained)")
@@ -274,7 +268,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
             return torch.from_numpy(np.array(X, dtype=np.float64))
         shape = self.image_shape_ if not reset else self.image_shape
         if reset and isinstance(self.backbone, nn.Module):  # a built model fixes the image shape
-            shape = getattr(_split_model(self.backbone)[0], "input_shape", None) or shape
+            shape = getattr(split_model(self.backbone)[0], "input_shape", None) or shape
         X = np.require(X, requirements=["C", "W"])  # torch wants writable, contiguous memory
         try:
             return as_images(X, shape)
@@ -283,6 +277,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
             raise ValueError(f"{where}{error}") from None
 
     # -- scikit-learn API ----------------------------------------------------------------
+    @threads_of_estimator
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> FlowDensity:
         """Train the flow (and a reference, for ``likelihood_ratio``) on ``X`` by maximum
         likelihood, weighted by ``sample_weight`` on tabular rows, then set the threshold
@@ -334,7 +329,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
                 model = copy.deepcopy(self.backbone) if self.steps > 0 or self.device is not None else self.backbone
                 if self.device is not None:
                     model = model.to(device)
-                density, full = _split_model(model)
+                density, full = split_model(model)
             if self.steps > 0:
                 fit_backbone(density, images, self.steps, self.batch_size, self.lr, seed=seed, verbose=self.verbose)
             reference = self._fit_reference(images, density, shape, model_device(density), seed)
@@ -359,6 +354,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         self.offset_ = weighted_percentile(self.scorer_(x), weights, 100.0 * self.contamination)
         return self
 
+    @threads_of_estimator
     def score_samples(self, X: Any) -> np.ndarray:
         """Per-sample scores, higher = more in-distribution (scikit-learn's convention)."""
         check_is_fitted(self)
@@ -376,6 +372,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         """``+1`` for inliers, ``-1`` for outliers."""
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
+    @threads_of_estimator
     @torch.no_grad()
     def transform(self, X: Any) -> np.ndarray:
         """The latent ``z`` of each sample, ``(n_samples, n_features_in_)`` float64 (images: midpoint dequantised)."""
@@ -392,6 +389,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         """Columns of ``transform`` (for ``get_feature_names_out``): the latent has the input's size."""
         return self.n_features_in_
 
+    @threads_of_estimator
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """(Weighted) mean log-likelihood of ``X`` in nats per sample, whatever the scorer."""
         check_is_fitted(self)

@@ -27,7 +27,25 @@ from ..backbones.density import parameter_dtype_device
 from ..data import as_images
 from ..flows import inference_model
 
-__all__ = ["as_model_input", "class_probabilities", "log_likelihood", "model_device"]
+__all__ = ["as_model_input", "class_probabilities", "log_likelihood", "model_device", "split_model"]
+
+
+def split_model(model: Any) -> tuple[Any, Any]:
+    """``(density, full model)``: a hybrid model's ``.backbone`` holds the density; a flow (anything
+    with ``log_prob`` and no such backbone) is both.
+
+    Example:
+        >>> from hybridflow import create_backbone
+        >>> flow = create_backbone("glow_tiny")
+        >>> split_model(flow) == (flow, flow)
+        True
+    """
+    if hasattr(getattr(model, "backbone", None), "log_prob"):
+        return model.backbone, model
+    if hasattr(model, "log_prob"):
+        return model, model
+    raise TypeError(f"expected a backbone name, a FlowBackbone or a model with .backbone or .log_prob, "
+                    f"got {type(model).__name__}")
 
 
 def as_model_input(images: Any, model: Any) -> Tensor:

@@ -196,9 +196,13 @@ def test_render_every_section(smoke, tmp_path):
         scaling.main(_argv(smoke, tmp_path / "ckpt"))
     text = render.main(["--results-dir", str(smoke), "--out", str(out)])
     assert out.read_text() == text
-    assert "Not yet run" not in text and "could not be rendered" not in text
+    assert "could not be rendered" not in text
+    # the memory, streaming and GPU sections are measured by their own scripts, not by the smoke runs
+    own = {title for name, title, _ in render.SECTIONS if name in render.OWN_PROVENANCE}
+    sections = {part.splitlines()[0]: part for part in text.split("\n## ")[1:]}
     for _, title, _ in render.SECTIONS:
-        assert f"## {title}" in text
+        assert title in sections
+        assert title in own or "Not yet run" not in sections[title], title
     assert "Against the paper" in text and "Smoke run" in text
     assert "hybrid_tradeoff.png" in text
 

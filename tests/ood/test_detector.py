@@ -216,3 +216,20 @@ def test_two_d_input_is_tabular_unless_told_it_is_images(digits):
         wrapped.score_samples(flat[:3, :63])
     with pytest.raises(ValueError, match="backbone_kwargs do not fit a TabularFlow"):
         FlowDensity(backbone_kwargs=TINY, steps=1).fit(np.zeros((4, 3)))
+
+
+def test_num_threads_is_used_for_fit_and_scoring_and_the_caller_s_count_restored(monkeypatch):
+    import torch
+
+    from hybridflow.ood import FlowDensity
+
+    seen = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    before = torch.get_num_threads()
+    rows = np.random.default_rng(0).normal(size=(40, 3))
+    detector = FlowDensity(steps=2, num_threads=1, random_state=0).fit(rows)
+    detector.score_samples(rows[:4])
+    assert seen[:2] == [1, before] and seen.count(1) >= 2 and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        FlowDensity(num_threads=0).fit(rows)
