@@ -369,6 +369,8 @@ def evaluate_run(checkpoint: str | Path, dataset: str | None = None, data_root: 
     check_data_shape(model, data, spec.name)
     t0 = time.perf_counter()
     figures = evaluate_model(model, data, batch_size)
+    if model.lam == 0:  # a pure flow: its head never trained, so its accuracy means nothing
+        figures.update(accuracy=None, cross_entropy=None)
     figures.update(dataset=spec.name, split=split, checkpoint=str(directory),
                    seconds=round(time.perf_counter() - t0, 2))
     return figures

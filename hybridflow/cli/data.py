@@ -41,7 +41,7 @@ def convert_command(src, dst, split, data_root, download, size, channels, chunk,
     \b
     Examples:
         hybridflow data convert ~/imagenet64/train $HYBRIDFLOW_DATA/imagenet64/train --size 64 --workers 4
-        hybridflow data convert mnist runs/mnist-train --data-root ../shared/data
+        hybridflow data convert mnist runs/mnist-train --download
         hybridflow data convert cifar10-train4000.npz runs/cifar10-train
     """
     summary = convert_dataset(src, dst, root=data_root, train=split == "train", download=download, size=size,

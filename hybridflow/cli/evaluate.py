@@ -30,7 +30,7 @@ def evaluate_command(checkpoint, dataset, data_root, download, split, limit, bat
     \b
     Examples:
         hybridflow eval --checkpoint runs/digits
-        hybridflow eval -c runs/mnist_density --dataset fashionmnist --data-root ../shared/data --json
+        hybridflow eval -c runs/mnist_density --dataset fashionmnist --download --json
     """
     set_threads(threads)
     figures = evaluate_run(checkpoint, dataset, data_root, download, split, limit, batch_size, ema, device)

@@ -51,8 +51,8 @@ def recipes(as_json) -> None:
     \b
     Example:
         hybridflow recipes
-        hybridflow train --recipe cifar10_density --scale cpu --data-root ../shared/data
-        hybridflow ood --recipe fashionmnist_mnist_ood --data-root ../shared/data
+        hybridflow train --recipe cifar10_density --scale cpu --download
+        hybridflow ood --recipe fashionmnist_mnist_ood --download
     """
     rows = list_recipes()
     if not rows:
@@ -72,7 +72,7 @@ def pretrained(as_json) -> None:
     \b
     Example:
         hybridflow pretrained
-        hybridflow ood --checkpoint pretrained:fashionmnist --out-data mnist --data-root ../shared/data
+        hybridflow ood --checkpoint pretrained:fashionmnist --out-data mnist --download
         hybridflow sample --checkpoint pretrained:mnist --out samples.png
     """
     rows = list_pretrained()

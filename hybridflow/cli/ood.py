@@ -78,9 +78,9 @@ def ood(ctx: click.Context, recipe_name, scale, checkpoint, in_data, out_data, s
 
     \b
     Examples:
-        hybridflow ood --recipe fashionmnist_mnist_ood --data-root ../shared/data
+        hybridflow ood --recipe fashionmnist_mnist_ood --download
         hybridflow ood -c runs/digits --out-data noise --roc roc.png --hist hist.png
-        hybridflow ood -c runs/fashion --in-data fashionmnist --out-data mnist --data-root ../shared/data \\
+        hybridflow ood -c runs/fashion --in-data fashionmnist --out-data mnist --download \\
             --score loglik,typicality,complexity,likelihood_ratio --reference runs/fashion-perturbed
     """
     names = parse_scores(scores)

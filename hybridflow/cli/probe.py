@@ -68,7 +68,7 @@ def probe(backbones, checkpoints, dataset, data_root, download, steps, batch_siz
         hybridflow probe --backbone mixerflow
         hybridflow probe -b mixerflow -b glow --seeds 5
         hybridflow probe --features hidden --features latent
-        hybridflow probe --checkpoint runs/mnist_density --data-root ../shared/data
+        hybridflow probe --checkpoint runs/mnist_density --download
     """
     # Only checkpoints given and --backbone left at its default: train nothing.
     only_checkpoints = bool(checkpoints) and backbones == ("mixerflow",) and \

@@ -92,7 +92,7 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
     \b
     Examples:
         hybridflow train --backbone mixerflow --dataset digits --steps 300 --out runs/digits
-        hybridflow train --recipe recipes/mnist_density --scale cpu --data-root ../shared/data
+        hybridflow train --recipe mnist_density --scale cpu --download
         hybridflow train --out runs/digits --resume --steps 600
         hybridflow train --dataset cifar10 --flip --workers 4 --tensorboard runs/tb
 

@@ -2,7 +2,7 @@ r"""The one-off converter to the ``.npy`` layout (:mod:`~hybridflow.data.npy`): 
 
 Sources: an image folder (``<src>/<class>/<image>``, decoded a chunk at a time, so the dataset
 never has to fit in memory), an ``.npz`` (``x``, optional ``y``, ``classes``), a dataset name
-(mnist, cifar10, ... from ``root``, e.g. the torchvision folders of ``/work/shared/data``; an
+(mnist, cifar10, ... from ``root``, e.g. torchvision's dataset folders under ``$HYBRIDFLOW_DATA``; an
 external name such as ``imagenet64`` from ``<root>/imagenet64/<split>``), or any ``Dataset`` of
 ``(image, label)`` items.
 
