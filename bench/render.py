@@ -39,7 +39,7 @@ SECTIONS = [
     ("eval_noise", "7. Evaluation noise: one shared noise image against each image's own", "python bench/eval_noise.py"),
     ("memory_depth", "8. Training memory against depth: invertible backprop", "python bench/memory_depth.py"),
     ("stream_memory", "9. Streaming from disk: memory against dataset size", "python bench/stream_memory.py"),
-    ("gpu_throughput", "10. GPU throughput", "python bench/throughput.py --device cuda"),
+    ("gpu_throughput", "10. GPU throughput", "python bench/throughput.py --device cuda --batch 64"),
 ]
 
 #: Sections whose JSON carries its own provenance (not the training benchmarks' record format).
@@ -383,6 +383,17 @@ def stream_memory(record: dict) -> str:
     return "\n".join(lines)
 
 
+def gpu_throughput(record: dict) -> str:
+    """Train and log_prob images/s and peak GPU memory of each model (``bench/throughput.py --device cuda``)."""
+    lines = [f"- Command: `python bench/throughput.py {' '.join(record.get('argv', []))}` ({record.get('time')}; "
+             f"torch {record.get('torch')})", "",
+             "| model | shape | params | batch | train img/s | log_prob img/s | peak GPU memory (MB) | device |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| `{r['model']}` | {r['shape']} | {r['params']:,} | {r['batch']} | {r['train_img_s']:.0f} | "
+              f"{r['log_prob_img_s']:.0f} | {r['peak_mem_mb']:.0f} | {r['device']} |" for r in record["rows"]]
+    return "\n".join(lines)
+
+
 def load_notes(path: Path = NOTES) -> dict[str, str]:
     """The hand-written discussion of each section: ``## <section>`` blocks of ``bench/notes.md``."""
     if not path.exists():
@@ -426,8 +437,9 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
         if record is None:
             if name == "gpu_throughput":
                 parts.append("_Not yet measured: no GPU has been lent to a session of this project so far. On a "
-                             "CUDA machine run `python bench/throughput.py --device cuda --batch-size 64 --models "
-                             "mixerflow_cifar10 glow_cifar10` (images/s and peak GPU memory) and re-render._")
+                             "CUDA machine run `python bench/throughput.py --device cuda --batch 64 --shapes 3x32x32 "
+                             "--models mixerflow_cifar10,glow_cifar10 --json bench/results/gpu_throughput.json` "
+                             "(train and log_prob images/s, peak GPU memory); the section then shows that file._")
             else:
                 parts.append(f"_Not yet run: `{command}` (or `{RUN_ALL}`)._")
             continue
@@ -458,6 +470,8 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                 parts.append(memory_depth(record))
             elif name == "stream_memory":
                 parts.append(stream_memory(record))
+            elif name == "gpu_throughput":
+                parts.append(gpu_throughput(record))
         except (KeyError, TypeError, ValueError) as error:
             parts.append(f"_The JSON could not be rendered ({type(error).__name__}: {error}); rerun `{command}`._")
         if discussion:
