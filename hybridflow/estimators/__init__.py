@@ -32,10 +32,11 @@ Example:
     ((1, 8, 8), (3, 10), (3,))
 """
 
+from .calibration import expected_calibration_error
 from .checks import expected_failed_checks
 from .classifier import DEFAULT_STEPS, HybridFlowClassifier
 from .labels import encode_labels, learn_classes, unlabelled_mask
 from .scaling import SCALINGS, PixelScaling
 
 __all__ = ["HybridFlowClassifier", "expected_failed_checks", "DEFAULT_STEPS", "PixelScaling", "SCALINGS",
-           "learn_classes", "encode_labels", "unlabelled_mask"]
+           "learn_classes", "encode_labels", "unlabelled_mask", "expected_calibration_error"]
