@@ -1,7 +1,7 @@
 """ECE of the shipped hybrid MNIST classifier and whether its density flags the inputs it gets wrong
 (issue 19.4). Needs MNIST under $HYBRIDFLOW_DATA: HYBRIDFLOW_DATA=../shared/data python bench/calibration.py"""
 import os
-import torch, numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
 from hybridflow import load_pretrained, freeze
 from hybridflow.data import load_dataset
