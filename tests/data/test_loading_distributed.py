@@ -5,27 +5,20 @@ through DataLoader workers, and deal an iterable Dataset's items round-robin."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch.distributed as dist
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.torchrun import run_two_ranks
+
 WORKER = Path(__file__).with_name("ddp_loading_worker.py")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("ddp-data")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
-               str(out)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    run_two_ranks(WORKER, out)
     return json.loads((out / "batches.json").read_text())
 
 

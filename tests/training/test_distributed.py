@@ -10,9 +10,6 @@ sharded validation and that only rank 0 writes.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,11 +17,12 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+from tests.torchrun import run_two_ranks
+
 from hybridflow.training import (
     DistributedContext, all_agree, all_reduce, average_buffers, load_checkpoint, resolve_device,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 needs_distributed = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
@@ -47,12 +45,7 @@ def test_resolve_device_and_single_process_helpers():
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
-               str(out)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    run_two_ranks(WORKER, out)
     return out
 
 
