@@ -34,14 +34,15 @@ __all__ = ["RECIPE_KEYS", "OOD_RECIPE_KEYS", "RECIPE_KINDS", "RECIPE_META", "SCA
 RECIPE_KEYS = {
     "backbone", "dataset", "data_root", "lam", "steps", "batch_size", "lr", "warmup_steps", "grad_clip", "ema_decay",
     "seed", "limit", "val_limit", "labelled_fraction", "shuffle", "shuffle_patch", "shuffle_seed", "size", "pooled",
-    "backbone_options", "log_every", "eval_every", "checkpoint_every", "betas", "flip", "num_workers",
+    "backbone_options", "log_every", "eval_every", "checkpoint_every", "betas", "flip", "num_workers", "classes",
 }
 #: Settings an OOD recipe (``kind = "ood"``) may hold: the model to score (``checkpoint``: a run
 #: folder, a checkpoint or ``pretrained:NAME``; or ``train_recipe``: the training recipe whose run
 #: folder ``runs/<name>-<scale>`` to score), likewise the reference of ``likelihood_ratio``
-#: (``reference`` / ``reference_recipe``), the sets, the scorers and how many images each set has.
+#: (``reference`` / ``reference_recipe``), the sets and the classes kept of each (``in_classes``,
+#: ``out_classes``: ``"0-4"`` or a list of labels), the scorers and how many images each set has.
 OOD_RECIPE_KEYS = {"checkpoint", "train_recipe", "reference", "reference_recipe", "in_data", "out_data", "scores",
-                   "limit", "batch_size", "data_root"}
+                   "limit", "batch_size", "data_root", "in_classes", "out_classes"}
 #: Each kind of recipe and the command that runs it.
 RECIPE_KINDS = {"train": "hybridflow train", "ood": "hybridflow ood"}
 #: Descriptive keys, listed by :func:`list_recipes`; not settings.

@@ -35,11 +35,13 @@ from torch.utils.data import Dataset
 from .data import (
     BatchSource, DataSpec, ImageData, check_dataset_name, dataset_key, keep_labels, random_subset, subset_indices,
 )
+from .data.subsets import parse_classes
 from .factory import build_model, check_backbone_name, check_train_settings, fit_options
 from .hybrid import HybridModel
 from .pretrained import resolve_model_path
 from .plots import save_image_grid
 from .recipes import load_recipe
+from .run_settings import TRAIN_DEFAULTS, RunFileError, merge_train_settings
 from .training import RUN_FILE, RunFiles, TrainConfig, TrainResult, evaluate_model, find_checkpoint, json_default
 from .training import load_checkpoint, resolve_device, train, write_run_file
 
@@ -50,24 +52,12 @@ __all__ = ["RUN_FILE", "TRAIN_DEFAULTS", "CheckpointNotFoundError", "RunFolderEr
 
 logger = logging.getLogger(__name__)
 
-#: The settings of a training run that neither a recipe nor an option gave.
-TRAIN_DEFAULTS = dict(backbone="mixerflow", dataset="digits", lam=1.0, steps=500, batch_size=64, lr=1e-3,
-                      warmup_steps=0, grad_clip=5.0, ema_decay=None, seed=0, limit=None, val_limit=1000,
-                      labelled_fraction=None, shuffle=None, shuffle_patch=4, shuffle_seed=0, size=64, pooled=False,
-                      log_every=50, eval_every=None, checkpoint_every=None, betas=(0.9, 0.999), data_root=None,
-                      flip=False, num_workers=0)
-
-
 class CheckpointNotFoundError(FileNotFoundError):
     """A checkpoint path that does not exist."""
 
 
 class RunFolderError(ValueError):
     """A run folder that does not fit the request: nothing to resume, or a run already there."""
-
-
-class RunFileError(ValueError):
-    """A ``run.json`` that is damaged (not JSON, or not a JSON object) or, for a resume, missing."""
 
 
 class DataShapeError(ValueError):
@@ -147,14 +137,18 @@ def load_model(path: str | Path, device: str = "auto", ema: bool = False) -> tup
 
 
 def data_spec_from_run(run: dict[str, Any], name: str | None = None, root: str | None = None,
-                       download: bool = False, limit: int | None = None, seed: int = 0) -> DataSpec:
-    """The dataset a run was trained on (its shuffle included) unless ``name`` says otherwise.
-    A run trained from Python on data without a name (``data.name`` null in ``run.json``) needs
-    ``name``: a :class:`RequestError` says so.
+                       download: bool = False, limit: int | None = None, seed: int = 0,
+                       classes: Sequence[int] | str | None = None) -> DataSpec:
+    """The dataset a run was trained on (its shuffle and classes included) unless ``name`` says
+    otherwise; ``classes`` (e.g. ``"0-4"``) selects others (default: the run's own for its own
+    dataset, all for ``name``). A run trained from Python on data without a name (``data.name``
+    null in ``run.json``) needs ``name``: a :class:`RequestError` says so.
 
     Example:
         >>> data_spec_from_run({}, limit=10).name
         'digits'
+        >>> data_spec_from_run({"data": {"name": "digits", "classes": [0, 1]}}).classes
+        [0, 1]
     """
     saved = run.get("data") or {}
     if name is None and "name" in saved and saved["name"] is None:
@@ -163,9 +157,9 @@ def data_spec_from_run(run: dict[str, Any], name: str | None = None, root: str |
                            "(--dataset)")
     if name is None:
         spec = DataSpec.from_dict(saved, root=root if root is not None else saved.get("root"), download=download,
-                                  limit=limit, seed=seed)
+                                  limit=limit, seed=seed, classes=classes if classes is not None else saved.get("classes"))
     else:
-        spec = DataSpec(name, root, download, limit, seed)
+        spec = DataSpec(name, root, download, limit, seed, classes=classes)
     check_dataset_name(spec.name)
     return spec
 
@@ -250,11 +244,11 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
         # the model is rebuilt from the saved settings: never from defaults
         raise RunFileError(f"cannot resume {out_path}: {out_path / RUN_FILE} is missing (it holds the run's settings)")
     saved_run = find_run(out_path) if (resume and out_path is not None) else {}
-    settings = dict(TRAIN_DEFAULTS)
-    for source in (saved_run.get("settings", {}), recipe_settings, options or {}):
-        settings.update(source)
-    settings["backbone_options"] = {**settings.get("backbone_options", {}), **(backbone_options or {})}
+    # the model a resumed run describes (written by hybridflow train or by Python's train), never the default
+    settings = merge_train_settings(options, recipe_settings, saved_run, out_path, backbone_options)
     settings["backbone_options"] = check_train_settings(settings, device)  # refused before any data loads
+    if settings["classes"] is not None:  # a bad selection is refused before the run folder is touched
+        settings["classes"] = list(parse_classes(settings["classes"]))
     name = check_backbone_name(settings["backbone"])
     check_dataset_name(settings["dataset"])
     if out_path is None:
@@ -269,12 +263,14 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
     prepare_run_folder(out_path, resume, overwrite)
 
     spec = DataSpec(settings["dataset"], settings.get("data_root"), download, settings["limit"], settings["seed"],
-                    settings["shuffle"], settings["shuffle_patch"], settings["shuffle_seed"], settings["size"])
+                    settings["shuffle"], settings["shuffle_patch"], settings["shuffle_seed"], settings["size"],
+                    settings["classes"])
     train_data, image_shape, num_classes, labelled = _training_data(spec, settings["labelled_fraction"])
     val_data = _validation_data(spec, settings["val_limit"])
     fitted = fit_options(name, image_shape, settings["backbone_options"])
     model = build_model(name, image_shape, num_classes, settings["lam"], fitted, settings["pooled"], settings["seed"])
     shuffled = f" ({spec.shuffle} shuffle)" if spec.shuffle else ""
+    shuffled += f" (classes {', '.join(map(str, spec.classes))})" if spec.classes else ""
     streamed = "" if isinstance(train_data, ImageData) else " streamed from disk"
     counted = f" ({labelled:,} labelled)" if labelled is not None else ""
     (log or logger.info)(f"{name} ({model.backbone.num_params:,} parameters) on {spec.name}{shuffled}: "

@@ -22,7 +22,8 @@ def test_shipped_recipes_are_complete_and_valid():
     for needed in ("cifar10_density", "imagenet32_density", "imagenet64_density", "mnist_density",
                    "cifar10_local_shuffle", "cifar10_global_shuffle", "galaxy32_density", "cifar10_probe",
                    "mnist_coupling_maf", "mnist_coupling_spline", "mnist_ssl100", "mnist_ssl1000",
-                   "fashionmnist_mnist_ood", "fashionmnist_ood_reference"):
+                   "fashionmnist_mnist_ood", "fashionmnist_ood_reference", "digits_0to4_density",
+                   "digits_0to4_reference", "digits_0to4_ood"):
         assert needed in names
     for path in paths:
         assert path.read_text().startswith("# "), f"{path.name} lacks its header comment"
@@ -161,3 +162,18 @@ def test_recipes_are_found_by_name_outside_the_source_tree(tmp_path, monkeypatch
     # the README's spelling, `--recipe recipes/NAME`, still finds the packaged recipe
     assert find_recipe("recipes/mnist_density") == RECIPES / "mnist_density.toml"
     assert {r["name"] for r in list_recipes()} == {p.stem for p in RECIPES.glob("*.toml")}
+
+
+def test_the_digits_ood_recipe_scores_held_out_classes_of_the_trained_ones():
+    from hybridflow.data.subsets import parse_classes
+    from hybridflow.ood.report import ood_recipe_settings
+
+    train, _ = load_recipe("digits_0to4_density", "cpu")
+    assert train["dataset"] == "digits" and train["classes"] == [0, 1, 2, 3, 4] and train["lam"] == 0
+    ood, meta = load_recipe("digits_0to4_ood", "cpu", kind="ood")
+    assert ood["train_recipe"] == "digits_0to4_density" and ood["reference_recipe"] == "digits_0to4_reference"
+    assert parse_classes(ood["in_classes"]) == (0, 1, 2, 3, 4) and parse_classes(ood["out_classes"]) == (5, 6, 7, 8, 9)
+    assert set(ood["scores"]) == {"loglik", "bpd", "typicality", "complexity", "likelihood_ratio"}
+    assert "0.887" in meta["cpu_expectation"]  # the measured figures are in the header
+    settings = ood_recipe_settings("digits_0to4_ood", "cpu", checkpoint="pretrained:mnist", reference="pretrained:mnist")
+    assert (settings["in_classes"], settings["out_classes"]) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])

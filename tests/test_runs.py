@@ -30,6 +30,7 @@ from hybridflow.runs import (
     train_run,
     write_run_file,
 )
+from hybridflow.data.subsets import ClassSelectionError
 from hybridflow.flows import freeze
 from hybridflow.training import evaluate_model, save_checkpoint
 
@@ -309,3 +310,51 @@ def test_a_run_trained_from_python_asks_for_the_dataset(tmp_path):
                                            r"dataset to use \(--dataset\)"):
         evaluate_run(tmp_path / "py", device="cpu")
     assert evaluate_run(tmp_path / "py", dataset="digits", limit=20, device="cpu")["num_examples"] == 20
+
+
+def test_resume_of_a_python_run_rebuilds_its_model_not_the_default(tmp_path):
+    """run.json of Python's train() holds no "settings": the resume rebuilt the default
+    mixerflow_tiny and failed on the checkpoint of another model."""
+    from hybridflow.training import TrainConfig, train
+
+    quiet = dict(device="cpu", progress=False, plot=False, log=lambda m: None)
+    model = build_model("glow_tiny", (1, 8, 8), 10, 0.5, dict(num_steps=1, hidden=8), seed=0)
+    train(model, load_digits_data().subset(range(64)), TrainConfig(steps=2, batch_size=32, lr=3e-3, progress=False,
+                                                                   out_dir=tmp_path / "py"))
+    with pytest.raises(RunFileError, match=r"trained from Python on ImageData \(64 images\) without a dataset name.*"
+                                           r"--dataset NAME"):
+        train_run(dict(steps=3), out_dir=tmp_path / "py", resume=True, **quiet)
+    resumed = train_run(dict(steps=3, dataset="digits", val_limit=20), out_dir=tmp_path / "py", resume=True, **quiet)
+    assert resumed.backbone == "glow_tiny" and resumed.result.steps == 3
+    assert resumed.model.lam == 0.5 and resumed.settings["lr"] == 3e-3 and resumed.settings["batch_size"] == 32
+    assert resumed.model.config()["backbone_options"] == model.config()["backbone_options"]
+
+
+def test_resume_of_a_run_file_without_a_model_names_what_is_missing(tmp_path):
+    quiet = dict(device="cpu", progress=False, plot=False, log=lambda m: None)
+    out = tmp_path / "run"
+    train_run(dict(steps=2, val_limit=20), out_dir=out, backbone_options=TINY, **quiet)
+    write_run_file(out, {"model": None, "data": {"name": "digits"}})
+    with pytest.raises(RunFileError, match=r"names no model \(the backbone and its options\)"):
+        train_run(dict(steps=3), out_dir=out, resume=True, **quiet)
+    write_run_file(out, {"model": {"backbone": "mixerflow_tiny", "lam": 1.0}, "data": {"name": "digits"}})
+    with pytest.raises(RunFileError, match="lacks backbone_options, pooled"):
+        train_run(dict(steps=3), out_dir=out, resume=True, **quiet)
+
+
+def test_classes_train_on_those_only_and_later_commands_read_them(tmp_path):
+    quiet = dict(device="cpu", progress=False, plot=False, log=lambda m: None)
+    run = train_run(dict(steps=2, val_limit=500, classes="0-4"), out_dir=tmp_path / "run", backbone_options=TINY,
+                    **quiet)
+    saved = find_run(tmp_path / "run")
+    assert saved["data"]["classes"] == [0, 1, 2, 3, 4] and saved["settings"]["classes"] == [0, 1, 2, 3, 4]
+    assert run.result.history[-1]["num_examples"] == 226  # validation: the test images of 0-4 only
+    assert run.model.num_classes == 10  # labels kept: the head has the dataset's classes
+    spec = data_spec_from_run(saved)
+    assert spec.classes == [0, 1, 2, 3, 4] and set(spec.load(train=False).labels.tolist()) == {0, 1, 2, 3, 4}
+    assert data_spec_from_run(saved, classes="5-9").classes == [5, 6, 7, 8, 9]
+    assert data_spec_from_run(saved, name="digits").classes is None  # another dataset named: all its classes
+    assert evaluate_run(tmp_path / "run", device="cpu")["num_examples"] == 226
+    with pytest.raises(ClassSelectionError, match="names no class"):
+        train_run(dict(steps=2, classes=[]), out_dir=tmp_path / "other", **quiet)
+    assert not (tmp_path / "other").exists()  # refused before the run folder is made

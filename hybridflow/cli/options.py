@@ -13,6 +13,7 @@ from typing import Any, Callable
 import click
 
 from ..data import UnknownDatasetError
+from ..data.subsets import ClassSelectionError, parse_classes
 from ..factory import BackboneOptionError, UnknownBackboneError, check_backbone_options
 from ..recipes import RecipeError
 from ..runs import CheckpointNotFoundError, DataShapeError, RequestError, RunFolderError, json_default
@@ -20,12 +21,12 @@ from ..training import CheckpointError, NonFiniteLossError
 from ..training.config import SettingsError
 from ..training.distributed import DeviceError, resolve_device
 
-__all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "usage", "boundary", "json_option", "device_options",
+__all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "ClassList", "usage", "boundary", "json_option", "device_options",
            "check_device", "data_root_option", "download_option", "set_threads", "emit", "info", "parse_options"]
 
 #: Library errors that mean the command line is wrong (exit code 2), not that the work failed.
 USAGE_ERRORS = (UnknownDatasetError, UnknownBackboneError, RecipeError, CheckpointNotFoundError, RunFolderError,
-                DataShapeError, RequestError, SettingsError, BackboneOptionError, DeviceError)
+                DataShapeError, RequestError, SettingsError, BackboneOptionError, DeviceError, ClassSelectionError)
 
 
 class FiniteFloat(click.FloatRange):
@@ -44,6 +45,24 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+class ClassList(click.ParamType):
+    """Class labels as ``0-4``, ``0,1,2,3,4`` or ``0-2,7`` (:func:`~hybridflow.data.subsets.parse_classes`):
+    a list of ints, or a usage error naming the bad part.
+
+    Example:
+        >>> ClassList().convert("5-7,9", None, None)
+        [5, 6, 7, 9]
+    """
+
+    name = "classes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return list(parse_classes(value))
+        except ClassSelectionError as error:
+            self.fail(str(error), param, ctx)
 
 
 class CLIError(click.ClickException):

@@ -9,10 +9,12 @@ import click
 
 from ..factory import check_backbone_name, check_train_settings
 from ..recipes import SCALES, load_recipe
+from ..run_settings import merge_train_settings
 from ..runs import TRAIN_DEFAULTS, TrainingInterrupted, find_run, train_run
 from ..training import TensorBoardCallback
+from ..training.distributed import is_main_process
 from .group import cli
-from .options import (FiniteFloat, boundary, data_root_option, device_options, download_option, emit, info,
+from .options import (ClassList, FiniteFloat, boundary, data_root_option, device_options, download_option, emit, info,
                       json_option, parse_options, set_threads)
 
 __all__ = ["train", "planned_settings"]
@@ -21,12 +23,11 @@ __all__ = ["train", "planned_settings"]
 def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, out_dir: str | None,
                      resume: bool) -> dict[str, Any]:
     """The settings :func:`~hybridflow.runs.train_run` will merge (defaults, the resumed run's, the
-    recipe's, then ``options``), read before any data loads so that they can be checked first."""
-    saved = find_run(out_dir).get("settings", {}) if (resume and out_dir) else {}
+    recipe's, then ``options``: :func:`~hybridflow.run_settings.merge_train_settings`), read before
+    any data loads so that they can be checked first."""
+    saved = find_run(out_dir) if (resume and out_dir) else {}
     from_recipe = load_recipe(recipe, scale)[0] if recipe else {}
-    settings: dict[str, Any] = {**TRAIN_DEFAULTS, **saved, **from_recipe, **options}
-    settings["backbone_options"] = {**saved.get("backbone_options", {}), **from_recipe.get("backbone_options", {})}
-    return settings
+    return merge_train_settings(options, from_recipe, saved, out_dir or "the run folder")
 
 
 @cli.command()
@@ -50,6 +51,9 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
 @click.option("--ema-decay", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Keep an exponential moving average of the weights (e.g. 0.999).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on a random subset of N images.")
+@click.option("--classes", type=ClassList(), default=None, metavar="0-4",
+              help="Train on these classes only (0-4, 0,1,2,3,4 or 0-2,7), in both splits; labels are kept as "
+                   "they are (the head keeps every class of the dataset). Stored in run.json for later commands.")
 @click.option("--val-limit", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["val_limit"], show_default=True,
               help="Validate on N test images.")
 @click.option("--labelled-fraction", type=FiniteFloat(0, 1, min_open=True), default=None,
@@ -95,6 +99,7 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
         hybridflow train --recipe mnist_density --scale cpu --download
         hybridflow train --out runs/digits --resume --steps 600
         hybridflow train --dataset cifar10 --flip --workers 4 --tensorboard runs/tb
+        hybridflow train --recipe digits_0to4_density    # a flow of the digits 0-4 (--classes 0-4)
 
     Settings that cannot work (a batch of 1 image for a backbone with BatchNorm, -o hidden=abc, a
     NaN learning rate in a recipe, a device this machine lacks) stop it with exit code 2 before
@@ -109,13 +114,19 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
     check_train_settings(planned, device)
     callbacks = [TensorBoardCallback(tensorboard_dir)] if tensorboard_dir else []  # no tensorboard: fails here
     set_threads(threads)
+    main = is_main_process()  # under torchrun every rank runs this command: rank 0 alone reports
     try:
         run = train_run(options, recipe_name, scale, out_dir, resume, overwrite, backbone_options,
-                        download, device, progress=not quiet, plot=plot, log=info, callbacks=callbacks)
+                        download, device, progress=not quiet and main, plot=plot, log=info if main else _quiet,
+                        callbacks=callbacks)
     except TrainingInterrupted as interrupted:
+        if not main:
+            sys.exit(130)
         click.echo(f"interrupted: checkpoint in {interrupted.out_dir}; continue with "
                    f"`hybridflow train --out {interrupted.out_dir} --resume`", err=True)
         sys.exit(130)
+    if not main:
+        return
     m, settings = run.result.metrics, run.settings
     parts = [f"{run.backbone} on {run.dataset}: {run.result.steps} steps in {m['elapsed_s']:.0f} s"]
     if m.get("bits_per_dim") is not None:
@@ -127,3 +138,7 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
     if m.get("nonfinite_steps"):
         parts.append(f"{m['nonfinite_steps']} skipped steps")
     emit(as_json, run.summary(), ", ".join(parts) + f" -> {run.result.checkpoint}")
+
+
+def _quiet(message: str) -> None:
+    """The setup line of a rank other than 0: dropped."""

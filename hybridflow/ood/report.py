@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,6 +47,7 @@ class OODReport:
         scores: scorer -> ``(in-distribution scores, out-of-distribution scores)``, higher = more inlier.
         n_in, n_out: the numbers of in- and out-of-distribution images.
         in_data, out_data: the names of the two sets (when :func:`ood_report` loaded them).
+        in_classes, out_classes: the classes kept of each (``None``: all).
         checkpoint: the checkpoint directory scored (:func:`ood_report`).
         plots: ``"roc"`` / ``"hist"`` -> the path of each figure drawn.
     """
@@ -59,11 +60,14 @@ class OODReport:
     out_data: str = ""
     checkpoint: str = ""
     plots: dict[str, str] = field(default_factory=dict)
+    in_classes: list[int] | None = None
+    out_classes: list[int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: the set names, the checkpoint, the metrics per scorer and the figures' paths."""
+        """JSON-ready: the set names, the checkpoint, the metrics per scorer, the figures' paths and the
+        classes kept of each set."""
         return dict(in_data=self.in_data, out_data=self.out_data, checkpoint=self.checkpoint, metrics=self.metrics,
-                    plots=self.plots)
+                    plots=self.plots, in_classes=self.in_classes, out_classes=self.out_classes)
 
 
 def score_ood(model: Any, in_images: Any, out_images: Any, scorers: Sequence[str],
@@ -103,27 +107,33 @@ def ood_report(checkpoint: str | Path, out_data: str, in_data: str | None = None
                scorers: Sequence[str] = ("loglik", "typicality", "complexity"), reference: str | Path | None = None,
                data_root: str | None = None, download: bool = False, limit: int | None = 2000,
                batch_size: int = 256, roc_path: str | Path | None = None, hist_path: str | Path | None = None,
-               device: str = "auto") -> OODReport:
+               device: str = "auto", in_classes: Sequence[int] | str | None = None,
+               out_classes: Sequence[int] | str | None = None) -> OODReport:
     """:func:`score_ood` for a trained run: its model against ``out_data``.
 
     ``out_data`` is a dataset (its test split) or a synthetic set made from the in-distribution test
     images (:data:`~hybridflow.data.SYNTHETIC_OOD`); the in-distribution set is ``in_data`` or the
-    run's own dataset (its shuffle included), ``limit`` images each. ``typicality`` fits on ``limit``
-    training images. ``reference`` is the checkpoint of ``likelihood_ratio``'s reference model.
+    run's own dataset (its shuffle and classes included), ``limit`` images each. ``in_classes`` /
+    ``out_classes`` (e.g. ``"0-4"`` / ``"5-9"``) keep those classes of each set (default: the run's own
+    classes for its own dataset, else all; all of ``out_data``). ``typicality`` fits on ``limit``
+    training images (of the same classes). ``reference`` is the checkpoint of ``likelihood_ratio``'s
+    reference model.
     ``roc_path`` / ``hist_path`` draw the ROC curves / score histograms there.
     """
     check_dataset_name(out_data, tuple(SYNTHETIC_OOD))
     model, directory, run = load_model(checkpoint, device)
     ref_model = load_model(reference, device)[0] if reference is not None else None
-    spec = data_spec_from_run(run, in_data, data_root, download, limit)
+    spec = data_spec_from_run(run, in_data, data_root, download, limit, classes=in_classes)
     x_in = spec.load(train=False)
     check_data_shape(model, x_in, spec.name)
     fit_images = spec.load(train=True).images if "typicality" in scorers else None
-    x_out = load_ood_data(out_data, spec, x_in)
+    out_spec = replace(spec, classes=out_classes)  # the in-distribution classes never carry over to out_data
+    x_out = load_ood_data(out_data, out_spec, x_in)
     check_data_shape(model, x_out, out_data)
     report = score_ood(model, x_in.images, x_out.images, scorers, reference=ref_model, fit_images=fit_images,
                        batch_size=batch_size)
     report.in_data, report.out_data, report.checkpoint = spec.name, out_data, str(directory)
+    report.in_classes, report.out_classes = spec.classes, out_spec.classes
     if roc_path:
         report.plots["roc"] = str(plot_roc_curves(report.scores, roc_path, title=f"in: {spec.name}, out: {out_data}"))
     if hist_path:
@@ -135,7 +145,8 @@ def ood_report(checkpoint: str | Path, out_data: str, in_data: str | None = None
 def ood_recipe_settings(recipe: str | Path, scale: str = "cpu", **overrides: Any) -> dict[str, Any]:
     """:func:`ood_report`'s arguments from an OOD recipe (``kind = "ood"``, keys
     :data:`~hybridflow.recipes.OOD_RECIPE_KEYS`) at ``scale``; ``overrides`` (``checkpoint``,
-    ``out_data``, ``in_data``, ``scorers``, ``reference``, ``limit``, ``batch_size``, ``data_root``;
+    ``out_data``, ``in_data``, ``in_classes``, ``out_classes``, ``scorers``, ``reference``, ``limit``,
+    ``batch_size``, ``data_root``;
     ``None`` = the recipe's) win over the recipe.
 
     The model is the recipe's ``checkpoint`` (``pretrained:NAME`` too) or the run folder of its
@@ -148,8 +159,8 @@ def ood_recipe_settings(recipe: str | Path, scale: str = "cpu", **overrides: Any
         >>> settings["checkpoint"], settings["in_data"], settings["out_data"], settings["scorers"], settings["limit"]
         ('pretrained:fashionmnist', 'fashionmnist', 'mnist', ['loglik'], 10)
     """
-    unknown = sorted(set(overrides) - {"checkpoint", "out_data", "in_data", "scorers", "reference", "limit",
-                                       "batch_size", "data_root"})
+    unknown = sorted(set(overrides) - {"checkpoint", "out_data", "in_data", "in_classes", "out_classes", "scorers",
+                                       "reference", "limit", "batch_size", "data_root"})
     if unknown:
         raise TypeError(f"ood_recipe_settings got unknown overrides {unknown}")
     settings, meta = load_recipe(recipe, scale, kind="ood")
@@ -181,4 +192,5 @@ def ood_recipe_settings(recipe: str | Path, scale: str = "cpu", **overrides: Any
     reference = model_path("reference", "reference_recipe") if "likelihood_ratio" in settings["scorers"] else None
     return dict(checkpoint=checkpoint, out_data=settings["out_data"], in_data=settings.get("in_data"),
                 scorers=settings["scorers"], reference=reference, limit=settings.get("limit", 2000),
-                batch_size=settings.get("batch_size", 256), data_root=settings.get("data_root"))
+                batch_size=settings.get("batch_size", 256), data_root=settings.get("data_root"),
+                in_classes=settings.get("in_classes"), out_classes=settings.get("out_classes"))

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["DeviceError", "DEVICE_TYPES", "DistributedContext", "resolve_device", "start_distributed", "current_context", "all_reduce",
-           "all_agree", "average_buffers"]
+           "all_agree", "average_buffers", "is_main_process"]
 
 
 #: The device types the library runs on (``"auto"`` picks cuda when available, else cpu).
@@ -99,6 +99,20 @@ def current_context() -> DistributedContext:
     if dist.is_available() and dist.is_initialized():
         return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     return DistributedContext()
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0: of the process group when one is running, else of the
+    ``RANK`` torchrun set (the loop ends the group it started, so after training only ``RANK``
+    tells rank 1 apart). Only the main process prints a run's summary.
+
+    Example:
+        >>> is_main_process()  # a single process
+        True
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def start_distributed(device_spec: str) -> DistributedContext:

@@ -80,3 +80,25 @@ def test_classifier_scorers_refuse_a_pure_flow(tmp_path):
     run("train", "--steps", "2", "--lam", "0", "--out", out, "-q", *TINY)
     error = one_line_error(run("ood", "-c", out, "--out-data", "noise", "--score", "loglik,max_softmax", code=1))
     assert "max_softmax read(s) the classifier head, but this model was trained with lam=0" in error
+
+
+def test_in_and_out_classes_pick_the_two_sets(trained, tmp_path):
+    """Digits 0-4 against 5-9 of the same dataset: without --out-classes the run's classes would carry
+    over to the out set."""
+    payload = json.loads(run("ood", "-c", trained, "--in-classes", "0-4", "--out-data", "digits", "--out-classes",
+                             "5,6,7,8,9", "--score", "bpd", "--json").stdout)
+    assert (payload["in_classes"], payload["out_classes"]) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
+    assert payload["metrics"]["bpd"]["n_in"] == 226 and payload["metrics"]["bpd"]["n_out"] == 224
+    text = run("ood", "-c", trained, "--in-classes", "0-4", "--out-data", "digits", "--out-classes", "5-9",
+               "--score", "bpd").stdout
+    assert text.splitlines()[0].startswith("in: digits classes 0-4 test (226), out: digits classes 5-9 (224)")
+    recipe = _ood_recipe(tmp_path, f'checkpoint = "{trained}"\nin_data = "digits"\nin_classes = [0, 1]\n'
+                                   f'out_data = "digits"\nout_classes = "8-9"\nscores = ["bpd"]\n[paper]\n[cpu]\n')
+    payload = json.loads(run("ood", "--recipe", recipe, "--json").stdout)
+    assert (payload["in_classes"], payload["out_classes"]) == ([0, 1], [8, 9])
+    payload = json.loads(run("ood", "--recipe", recipe, "--out-classes", "7", "--json").stdout)  # the option wins
+    assert payload["out_classes"] == [7] and payload["metrics"]["bpd"]["n_out"] == 45
+    assert "no class 12" in one_line_error(run("ood", "-c", trained, "--out-data", "digits", "--out-classes", "12",
+                                               code=2))
+    assert "'x' is not a class label" in run("ood", "-c", trained, "--out-data", "digits", "--in-classes", "x",
+                                             code=2).stderr

@@ -111,3 +111,43 @@ def test_resume_with_a_new_lr_trains_at_it(tmp_path):
     rates = {e["step"]: e["lr"] for e in log if e["split"] == "train"}
     assert rates[1] == pytest.approx(0.01 * lr_factor(1, 2)) and rates[2] == 0.0  # the first run's cosine
     assert rates[3] == pytest.approx(1e-4 * lr_factor(3, 4), rel=1e-9)  # the new rate's, not 0.01's
+
+
+def test_train_classes_are_stored_and_read_back_by_ood_and_eval(tmp_path):
+    out = tmp_path / "low"
+    run("train", "--steps", "2", "--out", out, "-q", "--classes", "0-4", *TINY)
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["data"]["classes"] == [0, 1, 2, 3, 4]
+    assert json.loads(run("eval", "-c", out, "--json").stdout)["num_examples"] == 226  # the test digits 0-4
+    run("train", "--steps", "2", "--out", tmp_path / "list", "-q", "--classes", "0,1,2,3,4", *TINY)
+    assert json.loads((tmp_path / "list" / "run.json").read_text())["data"]["classes"] == [0, 1, 2, 3, 4]
+    assert "'5-x' is not a class label" in run("train", "--classes", "5-x", "--out", tmp_path / "x", code=2).stderr
+    error = one_line_error(run("train", "--steps", "2", "--classes", "7-12", "--out", tmp_path / "y", *TINY, code=2))
+    assert "no class 10, 11, 12" in error
+
+
+def test_resume_of_a_python_run_rebuilds_its_backbone(tmp_path):
+    from hybridflow.data import load_digits_data
+    from hybridflow.factory import build_model
+    from hybridflow.training import TrainConfig, train
+
+    model = build_model("glow_tiny", (1, 8, 8), 10, 0.0, dict(num_steps=1, hidden=8), seed=0)
+    train(model, load_digits_data(), TrainConfig(steps=2, batch_size=32, progress=False, out_dir=tmp_path / "py"))
+    assert "--dataset NAME" in one_line_error(run("train", "--out", tmp_path / "py", "--resume", "--steps", "3",
+                                                  code=1))
+    summary = json.loads(run("train", "--out", tmp_path / "py", "--resume", "--steps", "3", "--dataset", "digits",
+                             "-q", "--json").stdout)
+    assert summary["backbone"] == "glow_tiny" and summary["steps"] == 3 and summary["params"] == model.backbone.num_params
+
+
+@pytest.mark.slow
+def test_under_torchrun_only_rank_zero_prints_the_summary(tmp_path):
+    from tests.torchrun import run_two_ranks
+
+    run_two_ranks(Path(__file__).with_name("ddp_train_worker.py"), tmp_path)
+    out = {rank: (tmp_path / f"rank{rank}.out").read_text() for rank in (0, 1)}
+    err = {rank: (tmp_path / f"rank{rank}.err").read_text() for rank in (0, 1)}
+    assert err[0].startswith("exit 0") and err[1].startswith("exit 0")
+    assert out[0].startswith("mixerflow_tiny on digits: 2 steps") and out[1] == ""
+    assert "train images" in err[0] and "train images" not in err[1]  # the setup line too
+    assert (tmp_path / "run" / "run.json").is_file()

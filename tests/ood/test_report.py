@@ -70,4 +70,4 @@ def test_ood_report_from_a_run(model, tmp_path):
     x_out = load_ood_data("inverted", spec, x_in)
     direct = score_ood(load_model(tmp_path / "run", "cpu")[0], x_in.images, x_out.images, ["loglik", "entropy"])
     assert report.metrics == direct.metrics
-    assert list(report.as_dict()) == ["in_data", "out_data", "checkpoint", "metrics", "plots"]
+    assert list(report.as_dict()) == ["in_data", "out_data", "checkpoint", "metrics", "plots", "in_classes", "out_classes"]
