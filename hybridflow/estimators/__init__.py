@@ -1,14 +1,16 @@
 r"""scikit-learn estimators over the hybrid model: :class:`HybridFlowClassifier`.
 
 One normalising flow gives a classifier (``predict``, ``predict_proba``), a density
-(``score_samples``, log-likelihood in nats) and an embedding (``transform``). It trains with
+(``score_samples``, log-likelihood in nats), an embedding (``transform``) and, from the two, one
+call for "which class, and is this input in distribution at all" (``predict_or_reject``). It trains with
 :func:`hybridflow.training.train` on the joint objective of :mod:`hybridflow.hybrid`; examples
 labelled ``-1`` (scikit-learn's semi-supervised convention) train the density only.
 
-Modules: :mod:`~hybridflow.estimators.classifier` (the estimator), :mod:`~.scaling` (values to
-pixels), :mod:`~.labels` (label encoding), :mod:`~.fitting` (building and training the model),
-:mod:`~.inference` (the evaluation every prediction goes through), :mod:`~.checks` (scikit-learn's
-known check failures).
+Modules: :mod:`~hybridflow.estimators.classifier` (the estimator), :mod:`~.inputs` (validating
+``X`` and ``y``), :mod:`~.scaling` (values to pixels), :mod:`~.labels` (label encoding),
+:mod:`~.fitting` (building and training the model), :mod:`~.inference` (the evaluation every
+prediction goes through), :mod:`~.reject` (OOD scores and the reject option), :mod:`~.calibration`
+(expected calibration error), :mod:`~.checks` (scikit-learn's known check failures).
 
 Input ``X``: any layout of :func:`hybridflow.data.as_images` -- ``(N, C, H, W)``,
 ``(N, H, W, C)``, ``(N, H, W)`` -- or scikit-learn's ``(n_samples, n_features)``. A 2-D ``X``
@@ -36,7 +38,9 @@ from .calibration import expected_calibration_error
 from .checks import expected_failed_checks
 from .classifier import DEFAULT_STEPS, HybridFlowClassifier
 from .labels import encode_labels, learn_classes, unlabelled_mask
+from .reject import OOD_SCORERS, REJECT_FIT_SAMPLES, ood_scores
 from .scaling import SCALINGS, PixelScaling
 
 __all__ = ["HybridFlowClassifier", "expected_failed_checks", "DEFAULT_STEPS", "PixelScaling", "SCALINGS",
-           "learn_classes", "encode_labels", "unlabelled_mask", "expected_calibration_error"]
+           "learn_classes", "encode_labels", "unlabelled_mask", "expected_calibration_error", "OOD_SCORERS",
+           "REJECT_FIT_SAMPLES", "ood_scores"]

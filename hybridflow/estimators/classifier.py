@@ -1,16 +1,18 @@
 r"""The scikit-learn classifier over the hybrid model: :class:`HybridFlowClassifier`.
 
-It glues scikit-learn's conventions (validation, fitted attributes, ``partial_fit``, pickling) to
-the pieces beside it: :mod:`~hybridflow.estimators.scaling` turns ``X`` into pixels,
-:mod:`~hybridflow.estimators.labels` encodes ``y``, :mod:`~hybridflow.estimators.fitting` builds
-and trains the model and :mod:`~hybridflow.estimators.inference` evaluates it.
+It glues scikit-learn's conventions (parameter constraints, fitted attributes, ``partial_fit``,
+pickling) to the pieces beside it: :mod:`~hybridflow.estimators.inputs` validates ``X`` and ``y``
+(:mod:`~hybridflow.estimators.scaling` turns ``X`` into pixels, :mod:`~hybridflow.estimators.labels`
+encodes ``y``), :mod:`~hybridflow.estimators.fitting` builds and trains the model,
+:mod:`~hybridflow.estimators.inference` evaluates it and :mod:`~hybridflow.estimators.reject` adds
+OOD scores and the reject option. :meth:`HybridFlowClassifier.from_model` wraps a trained model
+(``"pretrained:mnist-hybrid"`` too) without training.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import numbers
+from numbers import Integral, Real
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,7 +20,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
 from ..backbones.density import parameter_dtype_device
@@ -26,8 +29,10 @@ from ..data import check_image_shape
 from ..training import TrainConfig, resolve_device
 from .fitting import build_classifier_model, default_threads, thread_limit, train_model
 from .inference import INFERENCE_DTYPES, build_inference_model, model_outputs
-from .labels import check_same_classes, encode_labels, labelled_part, learn_classes, unlabelled_mask
-from .scaling import SCALINGS, PixelScaling, image_values, infer_image_shape
+from .labels import encode_labels, unlabelled_mask
+from .inputs import ImageInputMixin
+from .reject import OOD_SCORERS, RejectOptionMixin
+from .scaling import SCALINGS
 
 __all__ = ["HybridFlowClassifier", "DEFAULT_STEPS"]
 
@@ -37,7 +42,8 @@ DEFAULT_STEPS = 200
 _OWN_TRAIN_FIELDS = ("steps", "epochs", "batch_size", "lr", "seed", "device", "progress")
 
 
-class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
+class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFeaturesOutMixin, ClassifierMixin,
+                           TransformerMixin, BaseEstimator):
     """A hybrid generative classifier on a normalising flow, as a scikit-learn classifier.
 
     Args:
@@ -74,6 +80,11 @@ class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             (``None``: seeds drawn from NumPy's global RNG, scikit-learn's convention). Training
             leaves the caller's global RNG states as they were.
         verbose: show a progress bar while training.
+        ood_scorer: how :meth:`ood_score` and :meth:`predict_or_reject` score inputs, one of
+            ``"loglik"``, ``"typicality"``, ``"complexity"`` (see :mod:`~hybridflow.estimators.reject`).
+        reject_quantile: fraction of in-distribution images :meth:`predict_or_reject` rejects: the
+            threshold ``reject_threshold_`` is that quantile of their OOD scores, set by ``fit`` on
+            the training images and by :meth:`fit_reject` on any in-distribution images.
 
     Each ``fit``/``partial_fit`` call is one :func:`~hybridflow.training.train` run: a fresh Adam
     and learning-rate schedule on the current weights (``partial_fit`` = one pass over its
@@ -93,6 +104,8 @@ class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             each ``fit`` and ``partial_fit``.
         n_iter_: optimisation steps the model has had, over all ``fit``/``partial_fit`` calls.
         history_: the training log entries (``total_step`` counts across calls).
+        reject_threshold_, reject_scorer_, ood_nll_mean_: the reject option's threshold, the
+            ``ood_scorer`` it was fitted for and the calibration images' mean NLL in nats.
 
     Example:
         >>> from hybridflow.data import load_digits_data
@@ -102,6 +115,10 @@ class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         ...                            steps=10, device="cpu", random_state=0).fit(X, y)
         >>> clf.classes_[:3].tolist(), clf.transform(X[:2]).shape
         (['0', '1', '2'], (2, 64))
+        >>> noise = np.random.default_rng(0).integers(0, 256, (2, 1, 8, 8), dtype=np.uint8)
+        >>> rejected = clf.predict_or_reject(np.concatenate([X[:2], noise])) == -1  # -1: not a digit at all
+        >>> rejected.tolist()
+        [False, False, True, True]
     """
 
     def __init__(
@@ -124,6 +141,8 @@ class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
         num_threads: int | None = None,
+        ood_scorer: str = "loglik",
+        reject_quantile: float = 0.05,
     ) -> None:
         self.backbone = backbone
         self.backbone_kwargs = backbone_kwargs
@@ -143,6 +162,22 @@ class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         self.random_state = random_state
         self.verbose = verbose
         self.num_threads = num_threads
+        self.ood_scorer = ood_scorer
+        self.reject_quantile = reject_quantile
+
+    _parameter_constraints: dict = {
+        "backbone": [str], "backbone_kwargs": [None, dict], "lam": [Interval(Real, 0, None, closed="left")],
+        "steps": [None, Interval(Integral, 1, None, closed="left")],
+        "epochs": [None, Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],  # the conditioners' BatchNorm needs 2
+        "lr": [Interval(Real, 0, None, closed="neither")], "warm_start": ["boolean"],
+        "image_shape": [None, tuple, list], "scaling": [StrOptions(set(SCALINGS))], "pooled": ["boolean"],
+        "unlabelled": "no_validation",  # any hashable label, or None
+        "inference_dtype": [StrOptions(set(INFERENCE_DTYPES))], "train_kwargs": [None, dict],
+        "device": [str, torch.device], "random_state": ["random_state"], "verbose": ["verbose"],
+        "num_threads": [None, Interval(Integral, 1, None, closed="left")],
+        "ood_scorer": [StrOptions(set(OOD_SCORERS))], "reject_quantile": [Interval(Real, 0, 1, closed="left")],
+    }
 
     # ------------------------------------------------------------------ scikit-learn metadata
     def __sklearn_tags__(self):
@@ -190,6 +225,39 @@ class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         self._train(images, labels, steps=None, epochs=1)
         return self
 
+    @classmethod
+    def from_model(cls, model: Any, classes: Sequence[Any] | None = None, X_fit: Any = None,
+                   **params: Any) -> HybridFlowClassifier:
+        """A fitted classifier around a copy of a trained :class:`~hybridflow.hybrid.HybridModel`
+        (or ``"pretrained:<name>"``), no training: pixel input of the model's shape, ``classes``
+        (sorted, default ``0..K-1``) in the head's order; ``X_fit`` (in-distribution images) sets
+        the reject threshold (:meth:`fit_reject`). ``params`` are constructor arguments; the
+        architecture's (``backbone``, ``backbone_kwargs``, ``lam``, ``pooled``) come from the model.
+
+        Example:
+            >>> clf = HybridFlowClassifier.from_model("pretrained:mnist-hybrid", device="cpu")
+            >>> clf.image_shape_, clf.classes_[:3].tolist(), clf.predict(np.zeros((1, 28, 28), np.uint8)).shape
+            ((1, 28, 28), [0, 1, 2], (1,))
+        """
+        from ..pretrained import named_model  # lazily: the shipped weights are needed here only
+
+        model = named_model(model)
+        options = getattr(getattr(model, "backbone", None), "config", None)
+        if not hasattr(model, "head") or options is None:
+            raise TypeError(f"from_model needs a HybridModel whose backbone was built by create_backbone, "
+                            f"got {type(model).__name__}")
+        options = {k: v for k, v in options.items() if k != "input_shape"}
+        clf = cls(backbone=model.backbone.name, backbone_kwargs=options, lam=model.lam, pooled=model.pooled,
+                  **params)
+        clf._check_params()
+        labels = np.arange(model.num_classes) if classes is None else np.asarray(classes)
+        if labels.shape != (model.num_classes,) or not np.array_equal(np.unique(labels), labels):
+            raise ValueError(f"classes must be {model.num_classes} distinct labels in sorted order (the head's "
+                             f"outputs), got {labels.tolist()}")
+        clf.model_, clf.classes_, clf.n_iter_, clf.history_ = copy.deepcopy(model).eval(), labels, 0, []
+        clf._pixel_input(model.input_shape)
+        return clf.fit_reject(X_fit) if X_fit is not None else clf
+
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
@@ -199,96 +267,26 @@ class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             delattr(self, name)
 
     def _check_params(self) -> None:
-        if not isinstance(self.backbone, str):
-            raise TypeError(f"backbone must be a registered backbone name, got {type(self.backbone).__name__}")
-        if self.backbone_kwargs is not None:
-            if not isinstance(self.backbone_kwargs, dict):
-                raise TypeError(f"backbone_kwargs must be a dict or None, got {type(self.backbone_kwargs).__name__}")
-            if "input_shape" in self.backbone_kwargs:
-                raise ValueError("backbone_kwargs must not set input_shape: it comes from X "
-                                 "(use image_shape for flattened input)")
-        for name in ("steps", "epochs"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        batch = self.batch_size
-        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 2:
-            raise ValueError(f"batch_size must be an integer >= 2 (the flow's BatchNorm needs two examples), "
-                             f"got {self.batch_size!r}")
-        if not isinstance(self.lr, numbers.Real) or not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.lam, numbers.Real) or not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
-        if self.scaling not in SCALINGS:
-            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
-        if self.inference_dtype not in INFERENCE_DTYPES:
-            raise ValueError(f"inference_dtype must be one of {tuple(INFERENCE_DTYPES)}, "
-                             f"got {self.inference_dtype!r}")
+        """scikit-learn's parameter validation, then what a constraint cannot say."""
+        self._validate_params()
+        if self.backbone_kwargs is not None and "input_shape" in self.backbone_kwargs:
+            raise ValueError("backbone_kwargs must not set input_shape: it comes from X "
+                             "(use image_shape for flattened input)")
         if self.image_shape is not None:
             check_image_shape(self.image_shape)
-        default_threads(self.num_threads)  # refuses a bad num_threads or $HYBRIDFLOW_THREADS before any work
-        if self.train_kwargs is not None:
-            if not isinstance(self.train_kwargs, dict):
-                raise TypeError(f"train_kwargs must be a dict or None, got {type(self.train_kwargs).__name__}")
-            clash = sorted(set(self.train_kwargs) & set(_OWN_TRAIN_FIELDS))
-            if clash:
-                raise ValueError(f"train_kwargs must not set {clash}: use the estimator's own parameters")
-
-    # ------------------------------------------------------------------ input conversion
-    def _images(self, X: Any, reset: bool) -> Tensor:
-        """``X`` as uint8 ``(N, C, H, W)`` pixels; ``reset`` learns the shape and value map."""
-        if isinstance(X, Tensor):
-            X = X.detach().cpu().numpy()
-        validate_data(self, X, reset=reset, skip_check_array=True, ensure_2d=False)  # feature names only
-        X = check_array(X, allow_nd=True, dtype="numeric", input_name="X", estimator=self)
-        if X.ndim > 4:
-            raise ValueError(f"X must be (n_samples, n_features) or a batch of images (N, H, W), (N, H, W, C), "
-                             f"(N, C, H, W); got a {X.ndim}-D array of shape {X.shape}")
-        name = type(self).__name__
-        if reset:
-            shape = infer_image_shape(X, self.image_shape)
-        else:
-            check_is_fitted(self)
-            shape = self.image_shape_
-            if X.ndim == 2 and X.shape[1] != self.n_features_in_:
-                # scikit-learn's wording, which its checks look for.
-                raise ValueError(f"X has {X.shape[1]} features, but {name} is expecting "
-                                 f"{self.n_features_in_} features as input.")
-        try:
-            values = image_values(X, shape)
-        except ValueError as error:
-            where = f"{name} was fitted on images of shape (C, H, W) = {shape}: " if not reset else ""
-            raise ValueError(f"{where}{error}") from None
-        if reset:
-            self.image_shape_ = tuple(int(s) for s in values.shape[1:])
-            self.n_features_in_ = math.prod(self.image_shape_)
-            scaling = PixelScaling.fit(values, self.scaling, tabular=X.ndim == 2)
-            self.scaling_, self.offset_, self.scale_ = scaling.mode, scaling.offset, scaling.scale
-        try:
-            return PixelScaling(self.scaling_, self.offset_, self.scale_).to_pixels(values, self.image_shape_)
-        except ValueError as error:
-            raise ValueError(f"{name}: {error}") from None
-
-    def _labels(self, y: Any, n: int, classes: Sequence[Any] | None, first: bool) -> Tensor:
-        """``y`` as int64 indices into ``classes_`` (-1 = unlabelled); ``first`` sets ``classes_``."""
-        y = column_or_1d(y, warn=True)
-        check_consistent_length(np.empty(n), y)
-        y = check_array(y, ensure_2d=False, dtype=None, input_name="y", estimator=self)
-        if first:
-            self.classes_ = learn_classes(y, self.unlabelled, classes)
-        else:
-            labelled_part(y, self.unlabelled)  # refuses continuous targets before any class check
-            if classes is not None:
-                check_same_classes(classes, self.classes_)
-        return torch.from_numpy(encode_labels(y, self.classes_, self.unlabelled))
+        default_threads(self.num_threads)  # refuses a bad $HYBRIDFLOW_THREADS before any work
+        clash = sorted(set(self.train_kwargs or {}) & set(_OWN_TRAIN_FIELDS))
+        if clash:
+            raise ValueError(f"train_kwargs must not set {clash}: use the estimator's own parameters")
 
     # ------------------------------------------------------------------ training
     def _base_seed(self) -> int:
         return int(check_random_state(self.random_state).randint(2**31 - 1))
 
     def _new_model(self) -> None:
-        self.model_ = build_classifier_model(self.backbone, len(self.classes_), self.image_shape_, seed=self._base_seed(),
-                                  lam=self.lam, pooled=self.pooled, backbone_kwargs=self.backbone_kwargs)
+        self.model_ = build_classifier_model(self.backbone, len(self.classes_), self.image_shape_,
+                                             seed=self._base_seed(), lam=self.lam, pooled=self.pooled,
+                                             backbone_kwargs=self.backbone_kwargs)
         self.n_iter_ = 0
         self.history_ = []
 
@@ -309,18 +307,23 @@ class HybridFlowClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         self.history_ = list(self.history_) + [dict(entry, total_step=self.n_iter_ + entry["step"])
                                                for entry in result.history]
         self.n_iter_ += int(result.steps)
+        # The weights moved: a threshold of the old ones would be stale, so recalibrate on this data.
+        self._calibrate_reject(images, seed=seed)
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, X: Any, **outputs: bool) -> dict[str, np.ndarray]:
         """``logits`` / ``features`` / ``log_prob`` of ``X`` (see :func:`.inference.model_outputs`)."""
         check_is_fitted(self)
+        return self._pixel_outputs(self._images(X, reset=False), **outputs)
+
+    def _pixel_outputs(self, images: Tensor, **outputs: bool) -> dict[str, np.ndarray]:
+        """The same of uint8 ``(N, C, H, W)`` pixel ``images`` (``X`` after :meth:`_images`)."""
         device, dtype = resolve_device(str(self.device)), INFERENCE_DTYPES.get(self.inference_dtype)
         held = getattr(self, "inference_model_", None)
         if held is None or parameter_dtype_device(held) != (dtype, device):  # unpickled, set_params, failed fit
             self.inference_model_ = build_inference_model(self.model_, device, self.inference_dtype)
         with thread_limit(self.num_threads):
-            return model_outputs(self.inference_model_, self._images(X, reset=False),
-                                 batch_size=int(self.batch_size), **outputs)
+            return model_outputs(self.inference_model_, images, batch_size=int(self.batch_size), **outputs)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log class probabilities ``(n_samples, n_classes)``, columns in ``classes_`` order."""

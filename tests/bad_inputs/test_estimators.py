@@ -56,12 +56,12 @@ def test_classifier_names_labels_unseen_at_fit(classifier):
 
 
 @pytest.mark.parametrize("params, x, y, words", [
-    (dict(lr=math.nan), X, Y, "lr must be a positive number, got nan"),
+    (dict(lr=math.nan), X, Y, r"'lr' parameter of HybridFlowClassifier must be a float in the range \(0.0, inf\). Got nan"),
     (dict(lr=math.inf), X, Y, "lr"),
-    (dict(lam=-1.0), X, Y, "lam must be a finite number >= 0"),
+    (dict(lam=-1.0), X, Y, r"'lam' parameter of HybridFlowClassifier must be a float in the range \[0.0, inf\). Got -1.0"),
     (dict(lam=math.nan), X, Y, "lam"),
-    (dict(batch_size=1), X, Y, "batch_size must be an integer >= 2"),
-    (dict(steps=0), X, Y, "steps must be a positive integer"),
+    (dict(batch_size=1), X, Y, r"'batch_size' parameter of HybridFlowClassifier must be an int in the range \[2, inf\). Got 1"),
+    (dict(steps=0), X, Y, r"'steps' parameter of HybridFlowClassifier must be None or an int in the range \[1, inf\). Got 0"),
     ({}, X, Y[:10], "inconsistent numbers of samples"),
     ({}, X, np.where(np.arange(60) == 0, np.nan, Y), "y contains NaN"),
     ({}, X[:1], Y[:1], "at least 2 samples"),

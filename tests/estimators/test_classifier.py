@@ -17,7 +17,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_sco
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.semi_supervised import SelfTrainingClassifier
-from sklearn.utils.estimator_checks import check_classifiers_classes, parametrize_with_checks
+from sklearn.utils.estimator_checks import check_classifiers_classes, check_param_validation, parametrize_with_checks
 
 import hybridflow
 import hybridflow.estimators as estimators
@@ -44,6 +44,13 @@ def test_the_old_modules_names_are_still_public():
 @parametrize_with_checks([tiny()], expected_failed_checks=expected_failed_checks)
 def test_sklearn_checks(estimator, check):
     check(estimator)
+
+
+def test_parameter_constraints_pass_sklearns_validation_check():
+    """``_parameter_constraints`` covers every parameter and fit/partial_fit refuse bad types and values with
+    scikit-learn's message (``parametrize_with_checks`` leaves this check to scikit-learn's own estimators)."""
+    check_param_validation("HybridFlowClassifier", tiny())
+    assert set(tiny()._parameter_constraints) == set(tiny().get_params())
 
 
 def test_classes_check_passes_without_an_unlabelled_marker():
@@ -219,10 +226,12 @@ def test_bad_input_raises_clear_errors(digits, fitted_digits):
         tiny().fit(x, y[:-1])
     with pytest.raises(ValueError, match="does not hold pixels"):
         tiny(scaling="pixels").fit(np.linspace(-1, 1, 40).reshape(10, 4), np.arange(10) % 2)
-    for params, message in [(dict(batch_size=1), "batch_size"), (dict(steps=0), "steps"),
-                            (dict(scaling="zscore"), "scaling"), (dict(backbone_kwargs={"input_shape": (1, 8, 8)}),
-                                                                  "input_shape"),
-                            (dict(train_kwargs={"lr": 1.0}), "train_kwargs"), (dict(lam=-1.0), "lam"),
+    for params, message in [(dict(batch_size=1), r"'batch_size' parameter .* range \[2, inf\). Got 1"),
+                            (dict(steps=0), "'steps' parameter"), (dict(scaling="zscore"), "'scaling' parameter"),
+                            (dict(backbone_kwargs={"input_shape": (1, 8, 8)}), "input_shape: it comes from X"),
+                            (dict(train_kwargs={"lr": 1.0}), r"train_kwargs must not set \['lr'\]"),
+                            (dict(lam=-1.0), "'lam' parameter .* Got -1.0"), (dict(lr=float("nan")), "'lr' parameter"),
+                            (dict(image_shape=(1, 0, 8)), "image_shape"),
                             (dict(backbone="glow_tiny"), "cannot be built")]:
         with pytest.raises(ValueError, match=message):
             tiny(**params).fit(np.zeros((10, 6)), np.arange(10) % 2)
