@@ -165,6 +165,7 @@ def check_train_settings(settings: Mapping[str, Any], device: str = "auto") -> d
                 betas=tuple(settings["betas"]), warmup_steps=settings["warmup_steps"],
                 grad_clip=settings["grad_clip"], ema_decay=settings["ema_decay"], log_every=settings["log_every"],
                 eval_every=settings["eval_every"], checkpoint_every=settings["checkpoint_every"],
-                seed=settings["seed"], device=device, progress=False)
+                seed=settings["seed"], labelled_per_batch=settings.get("labelled_per_batch"),
+                device=device, progress=False)
     check_backbone_batch_size(name, options, settings["batch_size"])
     return options

@@ -258,7 +258,8 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
                          grad_clip=settings["grad_clip"], ema_decay=settings["ema_decay"],
                          log_every=settings["log_every"], eval_every=settings["eval_every"],
                          out_dir=out_path, checkpoint_every=settings["checkpoint_every"], seed=settings["seed"],
-                         num_workers=settings["num_workers"], flip=settings["flip"], device=device,
+                         num_workers=settings["num_workers"], flip=settings["flip"],
+                         labelled_per_batch=settings.get("labelled_per_batch"), device=device,
                          progress=progress)  # flip and num_workers (from a recipe) are checked here, before the data
     prepare_run_folder(out_path, resume, overwrite)
 

@@ -26,7 +26,8 @@ Example:
 from .arrays import ArrayLike, ImageData, PathLike, as_images, check_image_shape, check_labels, load_arrays, to_nchw
 from .convert import convert_dataset
 from .files import GREY_MODES, load_image_folder, load_npz, load_path, pil_mode, resize_image
-from .items import ItemCollate, check_first_item, image_item, item_label
+from .items import ItemCollate, check_first_item, dataset_labels, image_item, item_label
+from .labelled_batches import LabelledBatches
 from .loading import BatchSource, BatchStream, StepBatchSampler, StepPlan, as_batch_source, flip_batch
 from .npy import NPY_IMAGES, NPY_LABELS, NPY_META, NpyImages, NpyWriter, is_npy_layout
 from .permutations import SHUFFLES, GlobalShuffle, LocalShuffle, PixelPermutation, check_shuffle, pixel_shuffle
@@ -54,7 +55,7 @@ __all__ = [
     # files
     "load_image_folder", "load_npz", "load_path", "pil_mode", "resize_image", "GREY_MODES",
     # any Dataset, streamed from disk
-    "ItemCollate", "check_first_item", "image_item", "item_label",
+    "ItemCollate", "check_first_item", "dataset_labels", "image_item", "item_label", "LabelledBatches",
     "BatchSource", "BatchStream", "StepBatchSampler", "StepPlan", "as_batch_source", "flip_batch",
     "NPY_IMAGES", "NPY_LABELS", "NPY_META", "NpyImages", "NpyWriter", "is_npy_layout",
     "LazyImageFolder", "open_dataset", "convert_dataset",

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["image_item", "item_label", "check_first_item", "ItemCollate"]
+__all__ = ["image_item", "item_label", "check_first_item", "dataset_labels", "ItemCollate"]
 
 _FLOAT_HINT = ("give uint8 pixels 0..255 (drop ToTensor()/Normalize from the transform, or use "
                "torchvision.transforms.PILToTensor()): the flow dequantises integer pixels itself")
@@ -154,6 +154,38 @@ def check_first_item(item: Any, what: str = "dataset") -> tuple[int, int, int]:
     except (TypeError, ValueError) as error:
         raise type(error)(f"{what}: first item: {error}") from None
     return tuple(int(s) for s in x.shape)  # type: ignore[return-value]
+
+
+def dataset_labels(dataset: Any) -> Tensor:
+    """Every label of a map-style ``dataset`` as an int64 ``(N,)`` tensor (``-1`` = unlabelled).
+
+    Read from its ``labels`` attribute (the ``.npy`` layout, relabelled subsets) or ``targets``
+    (torchvision's datasets, image folders) when it has one, without touching the images; else
+    item by item, which decodes every image once.
+
+    Example:
+        >>> dataset_labels([(np.zeros((2, 2), dtype=np.uint8), 1), (np.zeros((2, 2), dtype=np.uint8), -1)]).tolist()
+        [1, -1]
+    """
+    held = getattr(dataset, "labels", None)
+    held = getattr(dataset, "targets", None) if held is None else held
+    if held is not None and not callable(held):
+        labels = torch.as_tensor(np.asarray(held) if not isinstance(held, Tensor) else held).flatten()
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise TypeError(f"{type(dataset).__name__}'s labels are {labels.dtype}; expected integers "
+                            "(-1 = unlabelled)")
+        if len(labels) != len(dataset):
+            raise ValueError(f"{type(dataset).__name__} holds {len(dataset)} items but {len(labels)} labels")
+        if len(labels) and int(labels.min()) < -1:
+            raise ValueError(f"label must be >= -1 (-1 = unlabelled), got {int(labels.min())}")
+        return labels.to(torch.int64).cpu()
+    labels = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"dataset items must be (image, label) pairs; item {i} is a {type(item).__name__}")
+        labels.append(item_label(item[1]))
+    return torch.tensor(labels, dtype=torch.int64)
 
 
 class ItemCollate:

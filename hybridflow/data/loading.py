@@ -17,6 +17,11 @@ its device. What it reads from:
   only for a dataset that yields the same items in the same order every pass (with
   ``num_workers > 1`` the dataset must split its items between workers itself, PyTorch's rule).
 
+Semi-supervised runs can fix each batch's labelled share: the loop then passes a
+:class:`~hybridflow.data.labelled_batches.LabelledBatches` plan (``k`` labelled images, the rest
+unlabelled, both streams seeded by the step) built from :meth:`BatchSource.labels`; the stream
+reads it as it reads any plan (in memory or through the DataLoader), so resume stays bit-exact.
+
 Optional augmentation: ``flip=True`` mirrors each image left-right with probability 1/2 (Glow's
 CIFAR-10 recipe), drawn from a generator seeded by ``(seed, rank, step)`` so resume stays exact.
 
@@ -44,7 +49,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from .arrays import ImageData
-from .items import ItemCollate, check_first_item
+from .items import ItemCollate, check_first_item, dataset_labels
 
 __all__ = ["StepPlan", "StepBatchSampler", "BatchSource", "BatchStream", "as_batch_source", "flip_batch"]
 
@@ -170,6 +175,25 @@ class BatchSource:
         kind = "ImageData" if isinstance(self.data, ImageData) else type(self.data).__name__
         return (f"BatchSource({kind}, n={self.num_examples}, image_shape={self.image_shape}, "
                 f"num_workers={self.num_workers}, flip={self.flip})")
+
+    def labels(self) -> Tensor:
+        """Every training label, int64 ``(N,)`` with ``-1`` = unlabelled (what
+        :class:`~hybridflow.data.labelled_batches.LabelledBatches` draws from). A ``Dataset`` gives
+        them through ``labels`` / ``targets`` when it has one, else item by item (:func:`dataset_labels`).
+
+        Example:
+            >>> from hybridflow.data import load_digits_data
+            >>> data = load_digits_data()
+            >>> torch.equal(BatchSource(data.to_dataset()).labels(), data.labels)
+            True
+        """
+        if isinstance(self.data, ImageData):
+            return self.data.labels
+        if self.iterable:
+            raise ValueError(f"the iterable dataset {type(self.data).__name__} is streamed in its own order: "
+                             "batches cannot be drawn by label (labelled_per_batch needs a map-style dataset "
+                             "or an ImageData)")
+        return dataset_labels(self.data)
 
     def check_model(self, input_shape: Sequence[int], num_classes: int, what: str = "train_data") -> None:
         """Raise ValueError when the data cannot train a model of ``input_shape`` and ``num_classes``

@@ -144,6 +144,17 @@ class TrainConfig:
             torchrun with cuda every process uses ``cuda:LOCAL_RANK``.
         num_threads: ``torch.set_num_threads`` for this process (``None``: leave it).
         num_workers: ``DataLoader`` worker processes reading a ``Dataset`` (0: read in this process).
+        labelled_per_batch: semi-supervised data (labels ``-1`` = unlabelled): every batch holds
+            exactly this many labelled images, dealt out in a reshuffled cycle over the labelled
+            set, plus ``batch_size - labelled_per_batch`` unlabelled ones (see
+            :class:`~hybridflow.data.labelled_batches.LabelledBatches`; an epoch is then a pass
+            over the unlabelled images). ``None``: uniform batches, whose labelled share is the
+            data's (1 image in 600 with 100 MNIST labels). The objective stays the mean over the
+            batch of ``bits/dim + lam * CE / ln 2`` (CE 0 for unlabelled images), i.e.
+            ``mean bits/dim + lam * (k / batch_size) * mean labelled CE / ln 2``: with ``k``
+            labelled per batch the classifier's weight is ``lam * k / batch_size`` (2.5 for
+            lam 10, k 16, batch 64), fixed rather than the data's labelled fraction (a fully
+            labelled run at ``lam' = lam * k / batch_size`` weighs the two terms alike).
         flip: mirror each training image left-right with probability 1/2 (seeded by the step, so
             ``resume`` stays exact), as Glow trains CIFAR-10.
         progress: show a tqdm progress bar (rank 0 only).
@@ -170,6 +181,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     num_workers: int = 0
+    labelled_per_batch: int | None = None
     flip: bool = False
     progress: bool = True
 
@@ -184,12 +196,16 @@ class TrainConfig:
                                     f"got {value!r}")
             setattr(self, name, int(value))  # numpy integers from a config file become ints
 
-        for name in ("steps", "epochs", "eval_every", "eval_batch_size", "checkpoint_every", "num_threads"):
+        for name in ("steps", "epochs", "eval_every", "eval_batch_size", "checkpoint_every", "num_threads",
+                     "labelled_per_batch"):
             integer(name, 1, allow_none=True)
         for name in ("batch_size", "log_every", "keep_checkpoints", "max_nonfinite"):
             integer(name, 1, allow_none=False)
         integer("warmup_steps", 0, allow_none=False)
         integer("num_workers", 0, allow_none=False)
+        if self.labelled_per_batch is not None and self.labelled_per_batch >= self.batch_size:
+            raise SettingsError(f"TrainConfig.labelled_per_batch must be below batch_size ({self.batch_size}): the "
+                                f"rest of each batch is unlabelled images, got {self.labelled_per_batch}")
         if not isinstance(self.flip, bool):
             raise SettingsError(f"TrainConfig.flip must be true or false, got {self.flip!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):

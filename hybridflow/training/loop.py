@@ -51,6 +51,7 @@ from torch.utils.data import Dataset
 
 from ..flows import contains_inference_copy
 from ..data import BatchSource, ImageData, as_batch_source
+from ..data.labelled_batches import LabelledBatches
 from ..hybrid import HybridLoss, HybridModel
 from .callbacks import CallbackRunner, TrainInfo, check_callbacks
 from .checkpoint import CHECKPOINTS_DIR, prune_checkpoints, step_directory, write_checkpoint
@@ -147,7 +148,10 @@ class _Trainer:
         self.hooks = hooks
         self.device = resolve_device(config.device, ctx.local_rank if ctx.active else None)
         n = data.num_examples or config.batch_size * ctx.world_size  # an unsized stream: nominal epochs
-        self.batches = EpochBatches(n, config.batch_size, config.seed, ctx.rank, ctx.world_size)
+        k = config.labelled_per_batch
+        self.batches: EpochBatches | LabelledBatches = (
+            EpochBatches(n, config.batch_size, config.seed, ctx.rank, ctx.world_size) if k is None else
+            LabelledBatches(data.labels(), k, config.batch_size, config.seed, ctx.rank, ctx.world_size))
         steps = config.steps if config.steps is not None else (config.epochs or 10) * self.batches.batches_per_epoch
         self.total_steps = int(steps)
         self.out_dir = Path(config.out_dir) if config.out_dir is not None and ctx.is_main else None

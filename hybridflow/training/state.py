@@ -140,6 +140,7 @@ def capture_training_state(progress: RunProgress, optimizer: torch.optim.Optimiz
     state = dict(
         step=progress.step, total_steps=total_steps, epoch=progress.step / batches.batches_per_epoch,
         num_train=batches.n, batch_size=batches.batch_size, world_size=world_size,
+        labelled_per_batch=getattr(batches, "labelled_per_batch", None),
         nonfinite_steps=progress.nonfinite, consecutive_nonfinite=progress.consecutive, scheduler=scheduler.state_dict(), optimizer=opt_json,
         history=progress.history, train_seconds=progress.train_seconds, images_seen=progress.images_seen,
         interrupted=interrupted, train_config=config, log_window=progress.log_window,
@@ -158,6 +159,9 @@ def restore_training_state(saved: TrainingState, optimizer: torch.optim.Optimize
     try:
         expected = dict(num_train=batches.n, batch_size=batches.batch_size, world_size=world_size)
         changed = {k: (s[k], v) for k, v in expected.items() if s[k] != v}
+        k = getattr(batches, "labelled_per_batch", None)
+        if s.get("labelled_per_batch") != k:  # .get: checkpoints from before the setting lack the key
+            changed["labelled_per_batch"] = (s.get("labelled_per_batch"), k)
         optimizer.load_state_dict(optimizer_state_from_parts(s["optimizer"], saved.tensors))
         scheduler.load_state_dict(s["scheduler"])
     except (KeyError, ValueError, RuntimeError, TypeError) as error:

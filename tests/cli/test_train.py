@@ -151,3 +151,14 @@ def test_under_torchrun_only_rank_zero_prints_the_summary(tmp_path):
     assert out[0].startswith("mixerflow_tiny on digits: 2 steps") and out[1] == ""
     assert "train images" in err[0] and "train images" not in err[1]  # the setup line too
     assert (tmp_path / "run" / "run.json").is_file()
+
+
+def test_labelled_per_batch_reaches_the_run_and_is_checked_before_data(tmp_path):
+    out = tmp_path / "ssl"
+    run("train", "--steps", "2", "--out", out, "-q", "--labelled-fraction", "0.05", "--labelled-per-batch", "4",
+        "--batch-size", "16", *TINY)
+    assert json.loads((out / "run.json").read_text())["train_config"]["labelled_per_batch"] == 4
+    refused = run("train", "--steps", "2", "--out", tmp_path / "bad", "-q", "--labelled-fraction", "0.05",
+                  "--labelled-per-batch", "16", "--batch-size", "16", *TINY, code=2)
+    assert "labelled_per_batch must be below batch_size (16)" in one_line_error(refused)
+    assert not (tmp_path / "bad").exists()

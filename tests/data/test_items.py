@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from hybridflow.data import ItemCollate, check_first_item, image_item, item_label
+from hybridflow.data.items import dataset_labels
 
 
 def test_every_image_kind_gives_the_same_chw_pixels():
@@ -65,3 +66,41 @@ def test_first_item_check_names_the_dataset_and_collate_refuses_mixed_sizes():
         collate(items)
     x, y = ItemCollate((1, 4, 4))(items[:1] * 3)
     assert x.shape == (3, 1, 4, 4) and y.dtype == torch.int64 and y.tolist() == [0, 0, 0]
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """Items whose labels are held as ``labels`` (or ``targets``), or only inside the items."""
+
+    def __init__(self, labels, attribute=None):
+        self.items = [(np.full((2, 2), i, dtype=np.uint8), y) for i, y in enumerate(labels)]
+        self.reads = 0
+        if attribute is not None:
+            setattr(self, attribute, labels)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.items[i]
+
+
+def test_dataset_labels_reads_the_attribute_when_held_else_every_item():
+    for attribute in ("labels", "targets"):
+        held = _Labelled([3, -1, 0], attribute)
+        assert dataset_labels(held).tolist() == [3, -1, 0] and held.reads == 0  # images never touched
+    plain = _Labelled([2, -1, 1, 1])
+    labels = dataset_labels(plain)
+    assert labels.dtype == torch.int64 and labels.tolist() == [2, -1, 1, 1] and plain.reads == 4
+    with pytest.raises(ValueError, match="holds 3 items but 2 labels"):
+        dataset_labels(_short())
+    with pytest.raises(TypeError, match="labels are torch.float64; expected integers"):
+        dataset_labels(_Labelled([0.5, 1.0], "targets"))
+    with pytest.raises(ValueError, match="label must be >= -1"):
+        dataset_labels(_Labelled([0, -3], "targets"))
+
+
+def _short() -> _Labelled:
+    dataset = _Labelled([0, 1, 2])
+    dataset.labels = [0, 1]
+    return dataset

@@ -167,3 +167,11 @@ def test_loader_options_pinned_memory_on_cuda_only_and_as_batch_source_passes_a_
     assert stream._loader.pin_memory is False and stream._loader.persistent_workers is True
     assert list(StepBatchSampler(EpochBatches(40, 8, 0), 4, 6)) == [EpochBatches(40, 8, 0).indices(s).tolist()
                                                                       for s in (4, 5)]
+
+
+def test_labels_come_from_memory_a_dataset_or_are_refused_for_a_stream():
+    data = numbered()
+    assert BatchSource(data).labels() is data.labels
+    assert torch.equal(BatchSource(PilDataset(data)).labels(), data.labels)  # item by item: no attribute
+    with pytest.raises(ValueError, match="iterable dataset Counting.*labelled_per_batch needs a map-style"):
+        BatchSource(Counting(8)).labels()

@@ -61,3 +61,17 @@ def test_check_batch_size_needs_two_images_only_with_batch_norm():
     check_batch_size(mixer, 2)
     with pytest.raises(SettingsError, match="train_data holds"):
         check_batch_size(nn.BatchNorm1d(2), 1, what="train_data holds 1 image: batch_size")
+
+
+def test_labelled_per_batch_is_a_count_below_the_batch_size():
+    from hybridflow.training.config import SettingsError
+
+    assert TrainConfig(batch_size=64, labelled_per_batch=16).labelled_per_batch == 16
+    assert TrainConfig().labelled_per_batch is None
+    assert TrainConfig(labelled_per_batch=16).to_dict()["labelled_per_batch"] == 16
+    for bad in (0, -2, 2.5, True, "16"):
+        with pytest.raises(SettingsError, match="TrainConfig.labelled_per_batch must be a positive integer or None"):
+            TrainConfig(labelled_per_batch=bad)
+    for k in (64, 65):
+        with pytest.raises(SettingsError, match=r"labelled_per_batch must be below batch_size \(64\).*got " + str(k)):
+            TrainConfig(batch_size=64, labelled_per_batch=k)
