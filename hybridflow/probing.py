@@ -117,7 +117,7 @@ def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[s
     ``seeds`` probe seeds from ``seed`` on; ``out_dir`` saves each trained backbone as a
     checkpoint; ``pixels=False`` leaves out the raw-pixel row. Progress notes go to ``log``
     (default: this module's logger), one line per probe fit among them; training progress bars
-    go to stderr unless ``progress=False``.
+    and a bar per probe go to stderr unless ``progress=False``.
     Evaluation and embeddings come from inference copies (:func:`~hybridflow.training.evaluate_model`,
     :func:`~hybridflow.probe.embed_images`).
 
@@ -180,6 +180,7 @@ def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[s
         raise RequestError("nothing to probe: give a --backbone or a --checkpoint (or drop --no-pixels)")
     log(f"fitting the probes: {len(rows)} feature set{'s' if len(rows) > 1 else ''} x {len(seed_list)} "
         f"seed{'s' if len(seed_list) > 1 else ''}")
-    report.results = compare_probes(rows, train_data.labels, test_data.labels, seeds=tuple(seed_list), log=log)
+    report.results = compare_probes(rows, train_data.labels, test_data.labels, seeds=tuple(seed_list), log=log,
+                                    progress=progress)
     report.elapsed_s = time.perf_counter() - started
     return report
