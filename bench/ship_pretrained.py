@@ -42,6 +42,7 @@ def main() -> None:
     figures = evaluate_model(model, test, batch_size=500, device="cpu")
     settings = run["settings"]
     hybrid = settings["lam"] > 0
+    patches = run["data"].get("patches")  # a bag-of-patches reference: its figures are per test patch
     out = WEIGHTS / args.name
     if out.exists():
         shutil.rmtree(out)
@@ -49,7 +50,8 @@ def main() -> None:
     run["settings"]["data_root"], run["data"]["root"] = None, None
     write_run_file(out, run)
     card = dict(
-        name=args.name, kind="hybrid" if hybrid else "density", backbone=run["backbone"],
+        name=args.name, kind="hybrid" if hybrid else ("patch reference" if patches else "density"),
+        backbone=run["backbone"], patches=patches,
         backbone_options=run["backbone_options"], dataset=spec.name, input_shape=list(model.input_shape),
         parameters=model.backbone.num_params, lam=settings["lam"], steps=settings["steps"],
         batch_size=settings["batch_size"], lr=settings["lr"],

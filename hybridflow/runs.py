@@ -265,13 +265,14 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
 
     spec = DataSpec(settings["dataset"], settings.get("data_root"), download, settings["limit"], settings["seed"],
                     settings["shuffle"], settings["shuffle_patch"], settings["shuffle_seed"], settings["size"],
-                    settings["classes"])
+                    settings["classes"], settings["patches"])
     train_data, image_shape, num_classes, labelled = _training_data(spec, settings["labelled_fraction"])
     val_data = _validation_data(spec, settings["val_limit"])
     fitted = fit_options(name, image_shape, settings["backbone_options"])
     model = build_model(name, image_shape, num_classes, settings["lam"], fitted, settings["pooled"], settings["seed"])
     shuffled = f" ({spec.shuffle} shuffle)" if spec.shuffle else ""
     shuffled += f" (classes {', '.join(map(str, spec.classes))})" if spec.classes else ""
+    shuffled += f" ({spec.patches}x{spec.patches} patches)" if spec.patches else ""
     streamed = "" if isinstance(train_data, ImageData) else " streamed from disk"
     counted = f" ({labelled:,} labelled)" if labelled is not None else ""
     (log or logger.info)(f"{name} ({model.backbone.num_params:,} parameters) on {spec.name}{shuffled}: "

@@ -18,9 +18,10 @@ CARDS = {card["name"]: card for card in list_pretrained()}
 
 
 def test_the_mission_s_models_are_shipped_with_their_cards():
-    assert {"mnist", "fashionmnist", "mnist-hybrid"} <= set(CARDS)
+    assert {"mnist", "fashionmnist", "mnist-hybrid", "fashionmnist-patches"} <= set(CARDS)
     for card in CARDS.values():
-        assert card["test_images"] == 10000 and 0 < card["test_bits_per_dim"] < 8
+        per_image = 1 if not card.get("patches") else (28 // card["patches"]) ** 2  # a patch reference: per patch
+        assert card["test_images"] == 10000 * per_image and 0 < card["test_bits_per_dim"] < 8
         assert (card["kind"] == "hybrid") == (card["test_accuracy"] is not None)
         assert sum(p.stat().st_size for p in pretrained_folder(card["name"]).iterdir()) < 4e6
 

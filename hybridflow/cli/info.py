@@ -76,11 +76,15 @@ def pretrained(as_json) -> None:
         hybridflow sample --checkpoint pretrained:mnist --out samples.png
     """
     rows = list_pretrained()
-    lines = [f"{'name':<13} {'kind':<8} {'backbone':<15} {'params':>8}  test figures (full test set)"]
+    name_w = max([4] + [len(r["name"]) for r in rows])
+    kind_w = max([4] + [len(r["kind"]) for r in rows])
+    lines = [f"{'name':<{name_w}} {'kind':<{kind_w}} {'backbone':<15} {'params':>8}  test figures (full test set)"]
     for r in rows:
         figures = f"{r['test_bits_per_dim']:.3f} bits/dim"
+        if r.get("patches"):  # a bag-of-patches reference: its figure is per patch
+            figures += f" per {r['patches']}x{r['patches']} patch"
         if r["test_accuracy"] is not None:
             figures += f", accuracy {100 * r['test_accuracy']:.2f}%"
-        lines.append(f"{r['name']:<13} {r['kind']:<8} {r['backbone']:<15} {r['parameters']:>8,}  {figures} "
-                     f"on {r['dataset']} ({r['steps']:,} steps, recipe {r['recipe']})")
+        lines.append(f"{r['name']:<{name_w}} {r['kind']:<{kind_w}} {r['backbone']:<15} {r['parameters']:>8,}  "
+                     f"{figures} on {r['dataset']} ({r['steps']:,} steps, recipe {r['recipe']})")
     emit(as_json, dict(pretrained=rows), "\n".join(lines))

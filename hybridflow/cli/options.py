@@ -14,6 +14,7 @@ import click
 
 from ..data import UnknownDatasetError
 from ..data.subsets import ClassSelectionError, parse_classes
+from ..data.patches import PatchSizeError
 from ..factory import BackboneOptionError, UnknownBackboneError, check_backbone_options
 from ..recipes import RecipeError
 from ..runs import CheckpointNotFoundError, DataShapeError, RequestError, RunFolderError, json_default
@@ -26,7 +27,8 @@ __all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "ClassList", "usage", "bou
 
 #: Library errors that mean the command line is wrong (exit code 2), not that the work failed.
 USAGE_ERRORS = (UnknownDatasetError, UnknownBackboneError, RecipeError, CheckpointNotFoundError, RunFolderError,
-                DataShapeError, RequestError, SettingsError, BackboneOptionError, DeviceError, ClassSelectionError)
+                DataShapeError, RequestError, SettingsError, BackboneOptionError, DeviceError, ClassSelectionError,
+                PatchSizeError)
 
 
 class FiniteFloat(click.FloatRange):

@@ -62,6 +62,9 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
 @click.option("--labelled-per-batch", type=click.IntRange(min=1), default=None, metavar="K",
               help="Semi-supervised: every batch holds exactly K labelled images (cycled, reshuffled each "
                    "cycle) and batch_size - K unlabelled ones; lam then weighs the CE by lam*K/batch_size.")
+@click.option("--patches", type=click.IntRange(min=1), default=None, metavar="P",
+              help="Train on every image's non-overlapping PxP patches (a bag-of-patches model: the "
+                   "likelihood_ratio reference of `hybridflow ood`).")
 @click.option("--shuffle", type=click.Choice(["local", "global"]), default=None,
               help="Permute the pixels (the paper's section 5.4).")
 @click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE",

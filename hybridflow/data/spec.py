@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from .arrays import ImageData
 from .files import load_path
+from .patches import patch_data
 from .permutations import PixelPermutation, pixel_shuffle
 from .sources import EXTERNAL_DATASETS, data_root, dataset_key, list_datasets, load_dataset, load_external
 from .streaming import open_dataset
@@ -41,7 +42,9 @@ class DataSpec:
     ``classes`` (labels, or text such as ``"0-4"``: :func:`~hybridflow.data.subsets.parse_classes`)
     keeps the images of those classes in both splits, labels unchanged, before ``limit`` draws
     its subset; a class the dataset lacks raises
-    :class:`~hybridflow.data.subsets.ClassSelectionError`.
+    :class:`~hybridflow.data.subsets.ClassSelectionError`. ``patches`` cuts every image into its
+    non-overlapping ``patches`` x ``patches`` squares (:func:`~hybridflow.data.patches.patch_data`:
+    the training data of a bag-of-patches reference model).
     """
 
     name: str
@@ -54,6 +57,7 @@ class DataSpec:
     shuffle_seed: int = 0
     size: int = 64
     classes: Sequence[int] | str | None = None
+    patches: int | None = None
 
     def __post_init__(self) -> None:
         # checked and normalised (sorted ints) at once, so run.json stores a plain list
@@ -65,14 +69,14 @@ class DataSpec:
         ``run.json``."""
         return dict(name=self.name, root=self.root, shuffle=self.shuffle, shuffle_patch=self.shuffle_patch,
                     shuffle_seed=self.shuffle_seed, size=self.size,
-                    classes=None if self.classes is None else list(self.classes))
+                    classes=None if self.classes is None else list(self.classes), patches=self.patches)
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any], **changes: Any) -> DataSpec:
         """The spec :meth:`to_dict` wrote (missing keys take their defaults), with ``changes``."""
         spec = cls(saved.get("name", "digits"), saved.get("root"), shuffle=saved.get("shuffle"),
                    shuffle_patch=saved.get("shuffle_patch", 4), shuffle_seed=saved.get("shuffle_seed", 0),
-                   size=saved.get("size", 64), classes=saved.get("classes"))
+                   size=saved.get("size", 64), classes=saved.get("classes"), patches=saved.get("patches"))
         for key, value in changes.items():
             setattr(spec, key, value)
         spec.__post_init__()  # a changed ``classes`` is checked too
@@ -105,7 +109,8 @@ class DataSpec:
         if self.classes is not None:
             data = random_subset(select_classes(data, self.classes, self._what(train)), self.limit, self.seed)
         permutation = self.permutation(data.image_shape)
-        return data if permutation is None else data.permuted(permutation)
+        data = data if permutation is None else data.permuted(permutation)
+        return data if self.patches is None else patch_data(data, self.patches)
 
     def open(self, train: bool) -> ImageData | Dataset:
         """The split to train from: a named set stored in the ``.npy`` layout or as an image folder
@@ -127,7 +132,8 @@ class DataSpec:
     def _open(self, train: bool) -> ImageData | Dataset | None:
         """What :func:`open_dataset` gives for this spec, or None where :meth:`load` must read it."""
         key = dataset_key(self.name)
-        if self.limit is not None or self.shuffle is not None or key not in list_datasets() + list(EXTERNAL_DATASETS):
+        in_memory = self.limit is not None or self.shuffle is not None or self.patches is not None
+        if in_memory or key not in list_datasets() + list(EXTERNAL_DATASETS):
             return None  # paths keep load's fixed 90/10 split
         if key in list_datasets() and key != "celeba":
             try:

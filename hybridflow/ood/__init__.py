@@ -8,6 +8,7 @@ Every scorer returns "higher = more in-distribution" (scikit-learn's convention)
 
 - :mod:`.likelihood`: the one place a model is evaluated over images (:func:`log_likelihood`),
 - :mod:`.scorers`: the scorers and :func:`create_scorer`,
+- :mod:`.patches`: :class:`PatchDensity`, the bag-of-patches reference of the likelihood ratio,
 - :mod:`.metrics`: :func:`evaluate` (AUROC, AUPR-in, AUPR-out, FPR@95%TPR both ways, from scikit-learn),
 - :mod:`.detector`: :class:`FlowDensity`, the scikit-learn outlier detector (images or tabular rows),
 - :mod:`.tabular`: :class:`TabularFlow`, the flow over ``(N, D)`` features, and its weighted training,
@@ -35,6 +36,7 @@ from .detector import TABULAR_SCORERS, FlowDensity
 from .likelihood import log_likelihood
 from .metrics import evaluate
 from .pytorch_ood import FlowOODDetector, to_pytorch_ood
+from .patches import PATCH_REFERENCE_OPTIONS, PatchDensity, fit_patch_reference, patch_reference_for
 from .report import OODReport, ood_recipe_settings, ood_report, score_ood
 from .tabular import FeatureMLP, TabularFlow, fit_tabular_flow, weighted_actnorm_init
 from .weights import check_sample_weight, weighted_percentile
@@ -48,6 +50,7 @@ __all__ = [
     "log_likelihood", "perturb", "compressed_bits_per_dim",
     "Scorer", "LogLikelihood", "BitsPerDim", "Typicality", "LikelihoodRatio", "Complexity",
     "MaxSoftmax", "PredictiveEntropy", "SCORERS", "create_scorer",
+    "PatchDensity", "fit_patch_reference", "patch_reference_for", "PATCH_REFERENCE_OPTIONS",
     "FlowDensity", "FlowOODDetector", "to_pytorch_ood", "OODReport", "score_ood", "ood_report", "ood_recipe_settings",
     "TABULAR_SCORERS", "TabularFlow", "FeatureMLP", "fit_tabular_flow", "weighted_actnorm_init",
     "check_sample_weight", "weighted_percentile",

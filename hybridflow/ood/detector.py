@@ -38,6 +38,7 @@ from ..flows import freeze, inference_model
 from ..pretrained import named_model
 from ..seeding import seeded
 from .likelihood import log_likelihood, model_device, split_model
+from .patches import fit_patch_reference
 from .scorers import SCORERS, create_scorer, perturb
 from .tabular import TabularFlow, fit_tabular_flow
 from .weights import check_sample_weight, weighted_percentile
@@ -67,17 +68,16 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         contamination: expected fraction of outliers in the training data, in (0, 0.5]: the
             threshold ``offset_`` is that (weighted) quantile of the training scores. There is
             no ``"auto"``: a density has no natural threshold.
-        reference: for ``likelihood_ratio``: ``"perturbed"`` (the same architecture trained on
-            inputs perturbed at ``perturb_rate``), a backbone name (trained on the clean data,
-            usually smaller) or a trained model used as it is.
+        reference: for ``likelihood_ratio``: ``"patches"`` (a bag-of-patches flow, 4x4 or under 16
+            pixels 2x2: :func:`~hybridflow.ood.fit_patch_reference`), ``"perturbed"`` (Ren et al.), a
+            backbone name (trained on the clean data) or a trained model used as it is.
         reference_kwargs, reference_steps: overrides and steps (default ``steps``) for it.
         perturb_rate: Ren et al.'s mu, the fraction of pixels replaced by noise.
         compressor: ``"png"`` or ``"zlib"`` for ``complexity``.
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available.
         random_state: seeds weights, batches and perturbations (global RNG state is untouched).
         verbose: print the training loss.
-        num_threads: torch threads for fit and scoring (``None``: ``$HYBRIDFLOW_THREADS``, else half
-            the cores; the caller's count is restored after).
+        num_threads: torch threads for fit and scoring (``None``: ``$HYBRIDFLOW_THREADS``, else half the cores).
 
     ``fit(X, sample_weight=w)`` minimises the weighted mean NLL on tabular rows (with ``N <=
     batch_size`` every step sees all rows, so integer weights equal repeated rows exactly); the
@@ -124,7 +124,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
     def __init__(self, backbone: Any = None, backbone_kwargs: dict | None = None,
                  image_shape: tuple[int, int, int] | None = None, scorer: str = "loglik", steps: int = 500,
                  batch_size: int = 64, lr: float = 1e-3, contamination: float = 0.1,
-                 reference: Any = "perturbed", reference_kwargs: dict | None = None,
+                 reference: Any = "patches", reference_kwargs: dict | None = None,
                  reference_steps: int | None = None, perturb_rate: float = 0.2, compressor: str = "png",
                  device: str | None = None, random_state: int | None = None, verbose: int = 0,
                  num_threads: int | None = None) -> None:
@@ -215,22 +215,24 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         if not isinstance(self.reference, str):
             return split_model(self.reference)[0]  # a trained model, used as it is
         if images is None:
-            raise ValueError("likelihood_ratio without training data needs reference= a trained model "
-                             "(or pass X_fit so that a reference can be trained)")
+            raise ValueError("likelihood_ratio without training data needs reference= a trained model (or X_fit)")
+        steps = self.steps if self.reference_steps is None else self.reference_steps
+        if self.reference == "patches":  # 4x4 patches, 2x2 on images under 16 pixels a side
+            size = 4 if min(shape[1:]) >= 16 and shape[1] % 4 == shape[2] % 4 == 0 else 2
+            return fit_patch_reference(images, size, steps, self.batch_size, self.lr, seed=seed + 2,
+                                       verbose=self.verbose, device=device, **(self.reference_kwargs or {}))
         if self.reference == "perturbed":
             # Ren et al.: the same architecture, trained on inputs with a fraction of pixels noised.
             name = self._image_backbone_name() if not isinstance(self.backbone, nn.Module) \
                 else getattr(density, "name", None)
             if name is None:
-                raise ValueError("reference='perturbed' needs a registered architecture: this model has no "
-                                 ".name; pass reference= a backbone name or a trained model")
+                raise ValueError("reference='perturbed' needs a registered architecture: this model has no .name")
             own = self.backbone_kwargs if not isinstance(self.backbone, nn.Module) else None
             kwargs = {**(own or {}), **(self.reference_kwargs or {})}
             data = perturb(images, self.perturb_rate, seed + 1)
         else:
             name, kwargs, data = self.reference, dict(self.reference_kwargs or {}), images
         reference = create_backbone(name, input_shape=shape, **kwargs).to(device)
-        steps = self.steps if self.reference_steps is None else self.reference_steps
         if steps > 0:
             from ..training import fit_backbone
 

@@ -210,8 +210,9 @@ class LikelihoodRatio(Scorer):
     """``log p_model(x) - log p_reference(x)`` (Ren et al. 2019; Schirrmeister et al. 2020).
 
     The reference explains away what any image model finds likely (smooth regions, low
-    complexity): a smaller flow on the same data, or the same flow trained on :func:`perturb`-ed
-    inputs. Both must take the same images.
+    complexity): best a bag-of-patches model of the same data (:class:`~hybridflow.ood.PatchDensity`;
+    a reference whose ``input_shape`` is a square patch that divides the images is applied to every
+    patch and summed), or the same flow trained on :func:`perturb`-ed inputs (Ren et al.).
 
     Example:
         >>> from hybridflow import create_backbone
@@ -226,7 +227,11 @@ class LikelihoodRatio(Scorer):
         super().__init__(model, batch_size)
         if reference is None or not hasattr(reference, "log_prob"):
             raise ValueError("likelihood_ratio needs a reference model with a log_prob method")
-        self.reference = inference_model(reference)
+        from .patches import patch_reference_for
+
+        shape = getattr(self.model, "input_shape", None)
+        reference = inference_model(reference)
+        self.reference = patch_reference_for(reference, shape) if shape is not None else reference
 
     def score(self, images: Any) -> np.ndarray:
         images = as_model_input(images, self.model)

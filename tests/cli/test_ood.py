@@ -102,3 +102,13 @@ def test_in_and_out_classes_pick_the_two_sets(trained, tmp_path):
                                                code=2))
     assert "'x' is not a class label" in run("ood", "-c", trained, "--out-data", "digits", "--in-classes", "x",
                                              code=2).stderr
+
+
+def test_a_reference_trained_on_patches_scores_as_a_bag_of_patches(trained, tmp_path):
+    reference = tmp_path / "patches"
+    run("train", "--patches", "4", "--lam", "0", "--steps", "3", "--out", reference, "-q", *TINY)
+    payload = json.loads(run("ood", "-c", trained, "--out-data", "noise", "--score", "likelihood_ratio",
+                             "--reference", reference, "--limit", "50", "--json").stdout)
+    assert 0 <= payload["metrics"]["likelihood_ratio"]["auroc"] <= 1
+    refused = run("train", "--patches", "3", "--steps", "1", "--out", tmp_path / "bad", "-q", *TINY, code=2)
+    assert "patch size 3 must be a positive integer dividing the image size 8x8" in one_line_error(refused)

@@ -24,7 +24,7 @@ def test_round_trip_through_a_dict():
     spec = DataSpec("digits", root="/data", limit=5, shuffle="global", shuffle_seed=3, size=32)
     saved = spec.to_dict()
     assert saved == dict(name="digits", root="/data", shuffle="global", shuffle_patch=4, shuffle_seed=3, size=32,
-                         classes=None)
+                         classes=None, patches=None)
     again = DataSpec.from_dict(saved, limit=5)
     assert again == spec
     assert DataSpec.from_dict({}) == DataSpec("digits")
