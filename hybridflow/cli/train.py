@@ -59,9 +59,10 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
 @click.option("--labelled-fraction", type=FiniteFloat(0, 1, min_open=True), default=None,
               help="Keep the labels of this fraction of the training images (stratified); the rest are "
                    "unlabelled and train the density only (semi-supervised).")
-@click.option("--labelled-per-batch", type=click.IntRange(min=1), default=None, metavar="K",
+@click.option("--labelled-per-batch", type=click.IntRange(min=0), default=None, metavar="K",
               help="Semi-supervised: every batch holds exactly K labelled images (cycled, reshuffled each "
-                   "cycle) and batch_size - K unlabelled ones; lam then weighs the CE by lam*K/batch_size.")
+                   "cycle) and batch_size - K unlabelled ones; lam then weighs the CE by lam*K/batch_size. "
+                   "0 turns a recipe's K off (batches drawn uniformly).")
 @click.option("--patches", type=click.IntRange(min=1), default=None, metavar="P",
               help="Train on every image's non-overlapping PxP patches (a bag-of-patches model: the "
                    "likelihood_ratio reference of `hybridflow ood`).")
@@ -114,6 +115,8 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
     # Options given on the command line (or by environment) override the recipe and the resumed run.
     options = {key: value for key, value in given.items()
                if ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None)}
+    if options.get("labelled_per_batch") == 0:  # off: overrides a recipe's K
+        options["labelled_per_batch"] = None
     planned = planned_settings(options, recipe_name, scale, out_dir, resume)
     backbone_options = parse_options(option_pairs, check_backbone_name(planned["backbone"]))
     planned["backbone_options"].update(backbone_options)

@@ -162,3 +162,7 @@ def test_labelled_per_batch_reaches_the_run_and_is_checked_before_data(tmp_path)
                   "--labelled-per-batch", "16", "--batch-size", "16", *TINY, code=2)
     assert "labelled_per_batch must be below batch_size (16)" in one_line_error(refused)
     assert not (tmp_path / "bad").exists()
+    # 0 turns a K off again (a recipe's, or a resumed run's): batches drawn uniformly
+    run("train", "--steps", "2", "--out", tmp_path / "off", "-q", "--labelled-fraction", "1", "--labelled-per-batch",
+        "0", "--batch-size", "16", *TINY)
+    assert json.loads((tmp_path / "off" / "run.json").read_text())["train_config"]["labelled_per_batch"] is None
