@@ -31,8 +31,8 @@ import platform  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import shlex  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -370,7 +370,10 @@ def train_settings(args: argparse.Namespace, spec: ModelSpec | None = None, minu
 
 
 def training_loss(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
-    """The objective: a hybrid model's (labels used when ``lam`` > 0), else mean bits/dim."""
+    """The objective: the model's own ``training_loss`` if it has one (e.g. a discriminative
+    baseline), a hybrid model's (labels used when ``lam`` > 0), else mean bits/dim."""
+    if hasattr(model, "training_loss"):
+        return model.training_loss(x, y)
     if isinstance(model, HybridModel):
         return model(x, y if model.lam > 0 else None).total
     return model.bits_per_dim(x).mean()
@@ -390,14 +393,18 @@ def _lr_factor(step: int, elapsed: float, settings: TrainSettings) -> float:
 
 
 def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings, device: torch.device | str = "cpu",
-                     label: str = "", verbose: bool = True) -> dict[str, Any]:
+                     label: str = "", verbose: bool = True, log_every: float = 30.0,
+                     on_log: Callable[[nn.Module, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``data`` until ``settings.seconds`` of training time have passed (or
     ``max_steps``): Adam, linear warm-up, cosine decay over the *budget* (the schedule follows
     the clock, so every run ends its decay when its budget ends), gradient clipping, epochs of
     seeded permutations; a non-finite step is skipped. Time spent logging is not counted.
 
     Returns steps, epochs, seconds, throughput (overall and from the median step time), the
-    final training loss (mean of the last 50 steps) and a short loss history.
+    final training loss (mean of the last 50 steps) and a short loss history (an entry every
+    ``log_every`` seconds of training time). ``on_log(model, entry)`` runs at each entry, off the
+    clock (e.g. to measure test bits/dim along the way: it may add keys to ``entry``); the model
+    is put back in training mode after it.
     """
     device = torch.device(device)
     model.to(device)
@@ -426,7 +433,7 @@ def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings,
     losses: list[float] = []
     history: list[dict[str, float]] = []
     elapsed, step, nonfinite, consecutive = 0.0, 0, 0, 0
-    next_log = 30.0
+    next_log = log_every
     while elapsed < settings.seconds and (settings.max_steps is None or step < settings.max_steps):
         started = time.perf_counter()
         for group in optimiser.param_groups:
@@ -457,9 +464,12 @@ def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings,
         if elapsed >= next_log or (settings.max_steps is not None and step == settings.max_steps):
             window = losses[-50:]
             history.append(dict(step=step, seconds=round(elapsed, 1), loss=float(np.mean(window)) if window else None))
+            if on_log is not None:
+                on_log(model, history[-1])
+                model.train()
             if verbose:
-                print(f"  {label} step {step} {elapsed:6.0f}s loss {history[-1]['loss']}", file=sys.stderr, flush=True)
-            next_log = elapsed + 30.0
+                print(f"  {label} step {step} {elapsed:6.0f}s {history[-1]}", file=sys.stderr, flush=True)
+            next_log = elapsed + log_every
     model.eval()
     median_step = statistics.median(step_times) if step_times else float("nan")
     return dict(steps=step, epochs=round(step * batch / n, 3), train_seconds=round(elapsed, 2),
@@ -544,6 +554,32 @@ def trained_model(args: argparse.Namespace, spec: ModelSpec, dataset: str, train
     _save(model, directory, dict(spec=spec.as_dict(), dataset=dataset, tag=tag, lam=lam, train=info,
                                  date=_now()))
     return model, {**info, "checkpoint": str(directory), "reused": False}
+
+
+def run_in_parallel(script: str, argv: Sequence[str], jobs: int, parallel: int) -> list[dict[str, Any]]:
+    """Run ``script argv --threads 1 --only i`` for each job ``i``, ``parallel`` processes at a time;
+    each prints its result as one JSON line last. Models trained in a pair share a 2-core machine
+    alike, so a budget of N minutes is N minutes of one core for each."""
+    base, skip = [], False
+    for arg in argv:  # drop the caller's --threads: every child runs on one thread
+        if skip or arg.startswith("--threads="):
+            skip = False
+            continue
+        if arg == "--threads":
+            skip = True
+            continue
+        base.append(arg)
+    rows: list[dict[str, Any]] = []
+    for start in range(0, jobs, parallel):
+        batch = range(start, min(start + parallel, jobs))
+        procs = {i: subprocess.Popen([sys.executable, script, *base, "--threads", "1", "--only", str(i)],
+                                     stdout=subprocess.PIPE, text=True) for i in batch}
+        for i, proc in procs.items():
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"job {i} of {script} failed (exit {proc.returncode})")
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
 
 
 # --------------------------------------------------------------------------- timing

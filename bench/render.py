@@ -40,10 +40,15 @@ SECTIONS = [
     ("memory_depth", "8. Training memory against depth: invertible backprop", "python bench/memory_depth.py"),
     ("stream_memory", "9. Streaming from disk: memory against dataset size", "python bench/stream_memory.py"),
     ("gpu_throughput", "10. GPU throughput", "python bench/throughput.py --device cuda --batch 64"),
+    ("time_to_quality", "11. Time to quality: bits/dim against training minutes",
+     "python bench/time_to_quality.py --minutes 10 --parallel 2"),
+    ("hybrid_frontier", "12. The hybrid frontier at a fixed budget: accuracy against bits/dim",
+     "python bench/hybrid_frontier.py --minutes 10 --parallel 2 --runs ..."),
+    ("ood_reference", "13. Likelihood-ratio OOD: which reference model", "python bench/ood_reference.py"),
 ]
 
 #: Sections whose JSON carries its own provenance (not the training benchmarks' record format).
-OWN_PROVENANCE = {"memory_depth", "stream_memory", "gpu_throughput"}
+OWN_PROVENANCE = {"memory_depth", "stream_memory", "gpu_throughput", "ood_reference"}
 
 
 def load(results_dir: Path, name: str) -> dict | None:
@@ -394,6 +399,64 @@ def gpu_throughput(record: dict) -> str:
     return "\n".join(lines)
 
 
+def time_to_quality(records: list[dict], images: list[str]) -> str:
+    """Final test bits/dim and minutes to the target model's final figure, per model and dataset
+    (one JSON per dataset: time_to_quality.json, time_to_quality_<dataset>.json)."""
+    lines = []
+    for rec in records:
+        summary, parallel = rec["summary"], rec.get("parallel", 1)
+        threads = "one torch thread each, two runs at a time" if parallel > 1 else "all threads, one run at a time"
+        lines += [f"{rec['dataset']}: target {summary['target_bits_per_dim']:.3f} bits/dim, the final figure of "
+                  f"`{summary['target_model']}` ({threads}; curve on {rec['runs'][0]['curve_examples']:,} test "
+                  f"images every {rec.get('every', 30):g} s of training, final figure on the full test set)", "",
+                  "| model | params | test bits/dim at the end | steps | epochs | train img/s | minutes to target |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in rec["runs"]:
+            t = r["train"]
+            reached = "not reached" if r["minutes_to_target"] is None else f"{r['minutes_to_target']:.2f}"
+            lines.append(f"| `{r['model']}` | {r['params']:,} | {r['test_bits_per_dim']:.3f} | {t['steps']:,} | "
+                         f"{t['epochs']:.2f} | {t['images_per_s']:.0f} | {reached} |")
+        lines.append("")
+    lines += [f"![test bits/dim against training minutes]({image})" for image in images]
+    return "\n".join(lines).rstrip()
+
+
+def hybrid_frontier(record: dict, image: str | None) -> str:
+    """Accuracy and bits/dim of each hybrid run and the discriminative baseline, same budget."""
+    parallel = record.get("parallel", 1)
+    threads = "one torch thread each, two runs at a time" if parallel > 1 else "all threads, one run at a time"
+    lines = [f"{record['dataset']}, every run {record['settings']['minutes']:g} minutes ({threads}); full test set. "
+             "head: what the linear head reads (latent: the flattened latent, the library's HybridModel; hidden: "
+             "the conditioners' hidden units pooled over the rows that share them, read in the same pass).", "",
+             "| run | head | lambda | params | test accuracy (%) | test bits/dim | steps | epochs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in record["runs"]:
+        t = r["train"]
+        lam = "-" if r["lam"] is None else f"{r['lam']:g}"
+        bpd = "-" if r["test_bits_per_dim"] is None else f"{r['test_bits_per_dim']:.3f}"
+        lines.append(f"| `{r['run']}` | {r['head']} | {lam} | {r['params']:,} | {100 * r['test_accuracy']:.2f} | "
+                     f"{bpd} | {t['steps']:,} | {t['epochs']:.2f} |")
+    if image:
+        lines += ["", f"![accuracy against bits/dim]({image})"]
+    return "\n".join(lines)
+
+
+def ood_reference(record: dict) -> str:
+    """AUROC and FPRs of every scorer and reference on Fashion-MNIST -> MNIST."""
+    m = record["machine"]
+    lines = [f"- Command: `{record['command']}` ({record['date']}, wall time {record['wall_seconds']:.0f} s; "
+             f"{m.get('nproc')} CPUs, {m.get('threads')} torch thread; commit {record['git'].get('commit', '?')[:7]})",
+             f"- Foreground: `{record['foreground']}`; {record['limit']:,} test images of Fashion-MNIST (in) and of "
+             "MNIST (out). Each reference trained for the foreground's 1,500 steps: "
+             + "; ".join(f"{r['reference']} ({r['params']:,} params, {r['train_images']:,} training images, batch "
+                         f"{r['batch_size']})" for r in record["references"]), "",
+             "| scorer | AUROC | AUPR-in | AUPR-out | FPR@95%TPR, inliers positive | outliers positive |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['scorer']} | {r['auroc']:.3f} | {r['aupr_in']:.3f} | {r['aupr_out']:.3f} | "
+              f"{r['fpr_at_95_tpr_in']:.3f} | {r['fpr_at_95_tpr_out']:.3f} |" for r in record["rows"]]
+    return "\n".join(lines)
+
+
 def load_notes(path: Path = NOTES) -> dict[str, str]:
     """The hand-written discussion of each section: ``## <section>`` blocks of ``bench/notes.md``."""
     if not path.exists():
@@ -472,6 +535,14 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                 parts.append(stream_memory(record))
             elif name == "gpu_throughput":
                 parts.append(gpu_throughput(record))
+            elif name == "ood_reference":
+                parts.append(ood_reference(record))
+            elif name == "hybrid_frontier":
+                parts.append(hybrid_frontier(record, image(record)))
+            elif name == "time_to_quality":
+                more = [load(results_dir, p.stem) for p in sorted(results_dir.glob("time_to_quality_*.json"))]
+                records = [record] + [r for r in more if r]
+                parts.append(time_to_quality(records, [i for i in map(image, records) if i]))
         except (KeyError, TypeError, ValueError) as error:
             parts.append(f"_The JSON could not be rendered ({type(error).__name__}: {error}); rerun `{command}`._")
         if discussion:

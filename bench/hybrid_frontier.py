@@ -1,0 +1,217 @@
+"""The hybrid frontier at a fixed budget (issue 19): test accuracy against test bits/dim of hybrid
+flows trained with ``bits/dim + lam * CE / ln 2`` for the same minutes, beside a purely
+discriminative baseline of similar size (timm's MLP-Mixer from scratch, cross-entropy only).
+
+A run is ``SPEC@LAM`` (``bench/_common.py`` model specs; ``timm_mixer`` for the baseline, no
+``@``). What the head sees is the spec key ``head``:
+
+- ``latent`` (default): the library's :class:`~hybridflow.HybridModel`, a linear head on the
+  flattened latent;
+- ``hidden``: a linear head on the conditioners' hidden units (the GELU after each coupling
+  conditioner's last hidden layer, averaged over the rows that share it), read in the same pass
+  as the density: the MLP-Mixer features inside MixerFlow (Glow: the ReLU after each
+  conditioner's 1x1 convolution). An experiment here, not yet a library option.
+
+``--parallel 2`` trains two runs at a time on one thread each (``C.run_in_parallel``). Plot:
+bench/results/<name>.png (accuracy against bits/dim, one marker per run, one line per family).
+
+    python bench/hybrid_frontier.py --minutes 10 --parallel 2 --runs \\
+        "mixerflow_wide:head=hidden,lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit@1" \\
+        "glow_tiny:lr=3e-3,conditioner_dtype=bfloat16,preprocess=logit@1" timm_mixer:lr=2e-3
+    python bench/hybrid_frontier.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from hybridflow import HybridModel  # noqa: E402
+from hybridflow.flows import ConvConditioner, ResidualMLP  # noqa: E402
+from hybridflow.hybrid import HybridLoss  # noqa: E402
+
+BASELINE = "timm_mixer"
+SMOKE_RUNS = ["mixerflow_tiny:head=hidden@1", "mixerflow_tiny@1", f"{BASELINE}"]
+
+
+class HiddenHeadHybrid(HybridModel):
+    """A :class:`HybridModel` whose linear head reads the conditioners' pooled hidden units."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._taps = [m.head[1] for m in self.backbone.modules() if isinstance(m, ResidualMLP)] + \
+                     [m.norm_mid for m in self.backbone.modules() if isinstance(m, ConvConditioner)]
+        with torch.no_grad(), self._evaluating():
+            width = self._hidden_and_latent(torch.zeros(2, *self.input_shape, dtype=torch.uint8), embed=True)[0]
+        self.head = nn.Linear(width.shape[1], self.num_classes)
+
+    def _hidden_and_latent(self, x: Tensor, embed: bool = False, generator=None):
+        pooled: list[Tensor] = []
+
+        def keep(module, inputs, out) -> None:
+            h = torch.relu(out[0]) if isinstance(out, tuple) else out
+            h = h.float()
+            rows = h.flatten(2).mean(2) if h.dim() == 4 else h.reshape(len(x), -1, h.shape[-1]).mean(1)
+            pooled.append(rows)
+
+        hooks = [t.register_forward_hook(keep) for t in self._taps]
+        try:
+            if embed:
+                z, log_prob = self.backbone.embed(x), None
+            else:
+                z, log_prob = self.backbone.encode(x, generator=generator)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return torch.cat(pooled, 1), z, log_prob
+
+    def forward(self, x: Tensor, y: Tensor | None = None, generator=None) -> HybridLoss:
+        features, z, log_prob = self._hidden_and_latent(x, generator=generator)
+        bpd = -log_prob / (self.num_dims * math.log(2))
+        logits = self.head(features)
+        y = torch.full((len(x),), -1, dtype=torch.int64) if y is None else y
+        y = self._check_targets(y, len(x), logits.device)
+        labelled = y >= 0
+        ce = torch.where(labelled, F.cross_entropy(logits, torch.where(labelled, y, 0), reduction="none"), 0.0)
+        return HybridLoss((bpd + self.lam / math.log(2) * ce).mean(), bpd, ce, logits, y)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        with self._evaluating():
+            return self.head(self._hidden_and_latent(x, embed=True)[0])
+
+
+class MixerBaseline(nn.Module):
+    """timm's MLP-Mixer from scratch on the pixels (scaled to [-0.5, 0.5]), cross-entropy only."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int = 10, embed_dim: int = 112,
+                 num_blocks: int = 4, patch_size: int = 4) -> None:
+        super().__init__()
+        from timm.models.mlp_mixer import MlpMixer
+
+        c, h, _ = input_shape
+        self.net = MlpMixer(img_size=h, patch_size=patch_size, in_chans=c, num_classes=num_classes,
+                            embed_dim=embed_dim, num_blocks=num_blocks)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        return self.net(x.float() / 255.0 - 0.5)
+
+    def training_loss(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return F.cross_entropy(self.predict_logits(x), y)
+
+
+def parse_args(argv=None):
+    p = C.base_parser(__doc__, models=None)
+    p.add_argument("--runs", nargs="+", default=None, help="SPEC@LAM runs (timm_mixer[:key=value,...] for the baseline)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--parallel", type=int, default=1, help="runs trained at a time (one thread each when > 1)")
+    p.add_argument("--only", type=int, default=None, help=argparse.SUPPRESS)  # internal: one run, JSON out
+    p.add_argument("--name", default="hybrid_frontier")
+    args = p.parse_args(argv)
+    args = C.finish_args(args, argv, args.name, script="hybrid_frontier")
+    args.runs = args.runs or (SMOKE_RUNS if args.smoke else None)
+    if not args.runs:
+        p.error("--runs SPEC@LAM ... is required")
+    return args
+
+
+def build(text: str, shape: tuple[int, int, int], smoke: bool) -> tuple[C.ModelSpec, float | None, nn.Module]:
+    spec_text, _, lam_text = text.partition("@")
+    spec = C.parse_spec(spec_text)
+    if spec.name == BASELINE:
+        options = dict(embed_dim=16, num_blocks=1) if smoke else {}
+        return spec, None, MixerBaseline(shape, **{**options, **spec.options})
+    lam = float(lam_text or 1.0)
+    options = dict(spec.options)
+    head = options.pop("head", "latent")
+    if smoke:
+        options.update(C.SMOKE_OVERRIDES.get(spec.family, {}))
+    cls = {"latent": HybridModel, "hidden": HiddenHeadHybrid}[head]
+    return spec, lam, cls(spec.name, num_classes=10, lam=lam, input_shape=shape, **options)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int) -> float:
+    model.eval()
+    correct = sum(int((model.predict_logits(x).argmax(1) == y).sum())
+                  for x, y in zip(images.split(batch_size), labels.split(batch_size)))
+    return correct / len(images)
+
+
+def train_one(args, index: int) -> dict:
+    text = args.runs[index]
+    train = C.load_data(args, args.dataset, train=True)
+    test = C.load_data(args, args.dataset, train=False)
+    spec, lam, model = build(text, train.image_shape, args.smoke)
+    settings = C.train_settings(args, spec)
+    torch.manual_seed(settings.seed)
+    info = C.train_for_budget(model, train, settings, C.resolve_device(args.device), label=text, verbose=not args.quiet)
+    bpd = None if lam is None else C.test_bits_per_dim(model, test.images, args.eval_batch)
+    acc = accuracy(model, test.images, test.labels, args.eval_batch)
+    head = "pixels (discriminative)" if lam is None else spec.options.get("head", "latent")
+    return dict(run=text, model=spec.label.split("@")[0], family="timm" if lam is None else spec.family, lam=lam,
+                head=head, params=sum(p.numel() for p in model.parameters()), test_accuracy=acc,
+                test_bits_per_dim=bpd, test_examples=len(test), train=info)
+
+
+def plot(args, rows: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["lam"] is not None:
+            groups.setdefault(f"{r['model'].split(':')[0]} (head: {r['head']})", []).append(r)
+    for label, group in groups.items():
+        group = sorted(group, key=lambda r: r["test_bits_per_dim"])
+        axis.plot([r["test_bits_per_dim"] for r in group], [100 * r["test_accuracy"] for r in group], "o-", label=label)
+        for r in group:
+            axis.annotate(f"λ={r['lam']:g}", (r["test_bits_per_dim"], 100 * r["test_accuracy"]), fontsize=7,
+                          textcoords="offset points", xytext=(4, -8))
+    for r in rows:
+        if r["lam"] is None:
+            axis.axhline(100 * r["test_accuracy"], color="grey", linestyle="--", linewidth=1,
+                         label=f"timm MLP-Mixer, discriminative ({r['params']:,} params)")
+    axis.set_xlabel(f"test bits/dim ({args.dataset}; lower is better)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title(f"hybrid frontier after {args.minutes:g} minutes of training per run")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    path = C.results_path(args, suffix=".png")
+    C.save_figure(figure, path)
+    return path.name
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    C.setup(args)
+    if args.only is not None:
+        print(json.dumps(train_one(args, args.only), default=C._json_default))
+        return {}
+    clock = C.timer()
+    if args.parallel <= 1:
+        rows = [train_one(args, i) for i in range(len(args.runs))]
+    else:
+        rows = C.run_in_parallel(__file__, argv if argv is not None else sys.argv[1:], len(args.runs), args.parallel)
+    payload = dict(dataset=args.dataset, runs=rows, parallel=args.parallel, plot=plot(args, rows))
+    print(C.markdown_table(["run", "head", "params", "test accuracy", "test bits/dim", "steps"],
+                           [[r["run"], r["head"], f"{r['params']:,}", f"{100 * r['test_accuracy']:.2f}%",
+                             C.fmt(r["test_bits_per_dim"]), r["train"]["steps"]] for r in rows]))
+    C.write_results(args, payload, clock())
+    return payload
+
+
+if __name__ == "__main__":
+    main()
