@@ -582,6 +582,19 @@ def run_in_parallel(script: str, argv: Sequence[str], jobs: int, parallel: int) 
     return rows
 
 
+def run_jobs(args: argparse.Namespace, argv: Sequence[str] | None, script: str,
+             train_one: Callable[[argparse.Namespace, int], dict[str, Any]], jobs: int) -> list[dict[str, Any]] | None:
+    """The rows of ``jobs`` training jobs: in turn, or ``args.parallel`` at a time in subprocesses
+    (:func:`run_in_parallel`). In such a subprocess (``--only I``) job ``I`` runs, its row is printed
+    as JSON and None is returned."""
+    if args.only is not None:
+        print(json.dumps(train_one(args, args.only), default=_json_default))
+        return None
+    if args.parallel <= 1:
+        return [train_one(args, i) for i in range(jobs)]
+    return run_in_parallel(script, list(argv) if argv is not None else sys.argv[1:], jobs, args.parallel)
+
+
 # --------------------------------------------------------------------------- timing
 
 

@@ -24,7 +24,6 @@ bench/results/<name>.png (accuracy against bits/dim, one marker per run, one lin
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -197,14 +196,10 @@ def plot(args, rows: list[dict]) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     C.setup(args)
-    if args.only is not None:
-        print(json.dumps(train_one(args, args.only), default=C._json_default))
-        return {}
     clock = C.timer()
-    if args.parallel <= 1:
-        rows = [train_one(args, i) for i in range(len(args.runs))]
-    else:
-        rows = C.run_in_parallel(__file__, argv if argv is not None else sys.argv[1:], len(args.runs), args.parallel)
+    rows = C.run_jobs(args, argv, __file__, train_one, len(args.runs))
+    if rows is None:  # one job of a --parallel run
+        return {}
     payload = dict(dataset=args.dataset, runs=rows, parallel=args.parallel, plot=plot(args, rows))
     print(C.markdown_table(["run", "head", "params", "test accuracy", "test bits/dim", "steps"],
                            [[r["run"], r["head"], f"{r['params']:,}", f"{100 * r['test_accuracy']:.2f}%",

@@ -22,7 +22,6 @@ core for each model. Plot: bench/results/<name>.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -68,13 +67,6 @@ def train_one(args, index: int) -> dict:
     return dict(model=spec.label, spec=spec.as_dict(), family=spec.family, params=C.backbone_params(model),
                 test_bits_per_dim=final, test_examples=len(test), curve_examples=len(curve_images),
                 threads=torch.get_num_threads(), train=info)
-
-
-def run_all(args, argv) -> list[dict]:
-    """Each spec in turn, or ``--parallel`` at a time in subprocesses of one thread each."""
-    if args.parallel <= 1:
-        return [train_one(args, i) for i in range(len(args.specs))]
-    return C.run_in_parallel(__file__, argv if argv is not None else sys.argv[1:], len(args.specs), args.parallel)
 
 
 def crossing(curve: list[dict], target: float) -> float | None:
@@ -130,11 +122,10 @@ def plot(args, rows: list[dict], summary: dict) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     C.setup(args)
-    if args.only is not None:
-        print(json.dumps(train_one(args, args.only), default=C._json_default))
-        return {}
     clock = C.timer()
-    rows = run_all(args, argv)
+    rows = C.run_jobs(args, argv, __file__, train_one, len(args.specs))
+    if rows is None:  # one job of a --parallel run
+        return {}
     summary = summarise(args, rows)
     payload = dict(dataset=args.dataset, runs=rows, summary=summary, parallel=args.parallel, every=args.every)
     plot(args, rows, summary)
