@@ -45,6 +45,7 @@ SECTIONS = [
     ("hybrid_frontier", "12. The hybrid frontier at a fixed budget: accuracy against bits/dim",
      "python bench/hybrid_frontier.py --minutes 10 --parallel 2 --runs ..."),
     ("ood_reference", "13. Likelihood-ratio OOD: which reference model", "python bench/ood_reference.py"),
+    ("calibration", "14. Calibration and the reject option of the shipped hybrid", "python bench/calibration.py"),
 ]
 
 #: Sections whose JSON carries its own provenance (not the training benchmarks' record format).
@@ -457,6 +458,24 @@ def ood_reference(record: dict) -> str:
     return "\n".join(lines)
 
 
+def calibration(record: dict) -> str:
+    """Expected calibration error, whether the density flags the classifier's errors, and the reject option."""
+    c, r = record["calibration"], record["reject"]
+    lines = [f"`{record['model']}` on the {c['test_images']:,} MNIST test images: accuracy {100 * c['accuracy']:.2f}%, "
+             f"expected calibration error (15 bins) {c['ece_15_bins']:.4f}; {c['errors']} errors, "
+             f"{c['confidently_wrong_p_gt_0_9']} of them with confidence above 0.9. Bits/dim of correct, wrong and "
+             f"confidently wrong images: {c['bpd_correct']:.3f}, {c['bpd_wrong']:.3f}, {c['bpd_confidently_wrong']:.3f}; "
+             f"AUROC of bits/dim at telling wrong from correct {c['auroc_bpd_wrong_vs_correct']:.3f} (confidently "
+             f"wrong: {c['auroc_bpd_confidently_wrong_vs_correct']:.3f}).", "",
+             f"`predict_or_reject`: threshold at the {r['quantile']:g} quantile of {r['calibration_images']:,} training "
+             "images' scores; MNIST test (in) against the 10,000 Fashion-MNIST test images (out).", "",
+             "| OOD score | MNIST kept | accuracy on kept | accuracy on all | Fashion-MNIST rejected | AUROC |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {100 * v['mnist_kept']:.2f}% | {100 * v['accuracy_kept']:.2f}% | {100 * v['accuracy_all']:.2f}% | "
+              f"{100 * v['fashion_rejected']:.2f}% | {v['auroc_mnist_vs_fashion']:.3f} |" for name, v in r["scorers"].items()]
+    return "\n".join(lines)
+
+
 def load_notes(path: Path = NOTES) -> dict[str, str]:
     """The hand-written discussion of each section: ``## <section>`` blocks of ``bench/notes.md``."""
     if not path.exists():
@@ -507,7 +526,7 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                 parts.append(f"_Not yet run: `{command}` (or `{RUN_ALL}`)._")
             continue
         if name not in OWN_PROVENANCE:
-            parts += [provenance(record, training=name != "scaling"), ""]
+            parts += [provenance(record, training=name not in ("scaling", "calibration")), ""]
         discussion = notes.get(name) if not record.get("smoke") else None  # notes describe the real run
         # where a result disagrees with the paper, the sentence points to the discussion
         reason = "(likely reason: see the discussion below)" if discussion else PLACEHOLDER
@@ -535,6 +554,8 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                 parts.append(stream_memory(record))
             elif name == "gpu_throughput":
                 parts.append(gpu_throughput(record))
+            elif name == "calibration":
+                parts.append(calibration(record))
             elif name == "ood_reference":
                 parts.append(ood_reference(record))
             elif name == "hybrid_frontier":
