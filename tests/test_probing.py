@@ -116,3 +116,17 @@ def test_requests_that_cannot_be_met(tmp_path):
     np.savez(path, x=np.zeros((40, 1, 8, 8), np.uint8))
     with pytest.raises(RequestError, match="not fully labelled"):
         run_probe((), dataset=str(path), log=lambda m: None)
+
+
+def test_large_training_sets_default_to_one_probe_seed(monkeypatch):
+    import hybridflow.probing as probing
+
+    small = run_probe(steps=0, limit=120, test_limit=40, pixels=True, backbones=(), log=lambda _: None,
+                      progress=False)
+    assert small.seeds == [0, 1, 2]
+    monkeypatch.setattr(probing, "ONE_SEED_ABOVE", 100)
+    large = run_probe(steps=0, limit=120, test_limit=40, pixels=True, backbones=(), log=lambda _: None,
+                      progress=False)
+    assert large.seeds == [0] and len(large.results["raw pixels"].accuracies) == 1
+    assert run_probe(steps=0, limit=120, test_limit=40, seeds=2, backbones=(), log=lambda _: None,
+                     progress=False).seeds == [0, 1]
