@@ -49,7 +49,7 @@ SECTIONS = [
 ]
 
 #: Sections whose JSON carries its own provenance (not the training benchmarks' record format).
-OWN_PROVENANCE = {"memory_depth", "stream_memory", "gpu_throughput", "ood_reference"}
+OWN_PROVENANCE = {"memory_depth", "stream_memory", "gpu_throughput", "ood_reference", "calibration"}
 
 
 def load(results_dir: Path, name: str) -> dict | None:
@@ -460,8 +460,10 @@ def ood_reference(record: dict) -> str:
 
 def calibration(record: dict) -> str:
     """Expected calibration error, whether the density flags the classifier's errors, and the reject option."""
-    c, r = record["calibration"], record["reject"]
-    lines = [f"`{record['model']}` on the {c['test_images']:,} MNIST test images: accuracy {100 * c['accuracy']:.2f}%, "
+    c, r, m = record["calibration"], record["reject"], record["machine"]
+    lines = [f"- Command: `{record['command']}` ({record['date']}, wall time {record['wall_seconds']:.0f} s; "
+             f"{m.get('nproc')} CPUs, {m.get('threads')} torch thread)", "",
+             f"`{record['model']}` on the {c['test_images']:,} MNIST test images: accuracy {100 * c['accuracy']:.2f}%, "
              f"expected calibration error (15 bins) {c['ece_15_bins']:.4f}; {c['errors']} errors, "
              f"{c['confidently_wrong_p_gt_0_9']} of them with confidence above 0.9. Bits/dim of correct, wrong and "
              f"confidently wrong images: {c['bpd_correct']:.3f}, {c['bpd_wrong']:.3f}, {c['bpd_confidently_wrong']:.3f}; "
@@ -526,7 +528,7 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                 parts.append(f"_Not yet run: `{command}` (or `{RUN_ALL}`)._")
             continue
         if name not in OWN_PROVENANCE:
-            parts += [provenance(record, training=name not in ("scaling", "calibration")), ""]
+            parts += [provenance(record, training=name != "scaling"), ""]
         discussion = notes.get(name) if not record.get("smoke") else None  # notes describe the real run
         # where a result disagrees with the paper, the sentence points to the discussion
         reason = "(likely reason: see the discussion below)" if discussion else PLACEHOLDER

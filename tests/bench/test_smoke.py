@@ -59,9 +59,11 @@ def smoke(tmp_path_factory):
     import density
     import embeddings
     import eval_noise
+    import hybrid_frontier
     import hybrid_tradeoff
     import ood
     import permutations
+    import time_to_quality
 
     results = tmp_path_factory.mktemp("results")
     checkpoints = tmp_path_factory.mktemp("checkpoints")
@@ -71,6 +73,8 @@ def smoke(tmp_path_factory):
     hybrid_tradeoff.main(_argv(results, checkpoints))
     ood.main(_argv(results, checkpoints, "--reuse"))
     eval_noise.main(_argv(results, checkpoints))
+    time_to_quality.main(_argv(results, checkpoints, "--models", "mixerflow_tiny", "glow_tiny"))
+    hybrid_frontier.main(_argv(results, checkpoints))
     yield results
     _common._load_cached.cache_clear()  # the full MNIST / Fashion-MNIST arrays
 
@@ -261,3 +265,29 @@ def test_mixerflow_wide_matches_the_reference_parameter_count():
     wide = hybridflow.create_backbone("mixerflow_wide").num_params
     assert abs(wide - reference) <= 0.01 * reference, (wide, reference)
     assert wide < hybridflow.create_backbone("mixerflow_tiny").num_params
+
+
+@slow
+@needs_data
+def test_time_to_quality_finds_the_crossing(smoke):
+    record = _load(smoke, "time_to_quality")
+    target = record["summary"]["target_bits_per_dim"]
+    glow = next(r for r in record["runs"] if r["family"] == "glow")
+    assert record["summary"]["target_model"] == "glow_tiny" and target == glow["test_bits_per_dim"]
+    for row in record["runs"]:
+        curve = [p["test_bits_per_dim"] for p in row["train"]["history"]]
+        assert curve and all(_finite(v) and v > 0 for v in curve)
+        assert (row["minutes_to_target"] is not None) == (min(curve) <= target)
+    assert (smoke / record["plot"]).stat().st_size > 1000
+
+
+@slow
+@needs_data
+def test_hybrid_frontier_scores_hybrids_and_the_baseline(smoke):
+    record = _load(smoke, "hybrid_frontier")
+    heads = {r["run"]: r["head"] for r in record["runs"]}
+    assert heads == {"mixerflow_tiny:head=hidden@1": "hidden", "mixerflow_tiny@1": "latent",
+                     "timm_mixer": "pixels (discriminative)"}
+    for row in record["runs"]:
+        assert 0 <= row["test_accuracy"] <= 1
+        assert (row["test_bits_per_dim"] is None) == (row["lam"] is None)
