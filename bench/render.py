@@ -63,7 +63,9 @@ def provenance(record: dict, training: bool = True) -> str:
     m = record.get("machine", {})
     git = record.get("git", {})
     settings = record.get("settings", {})
-    machine = (f"{m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('threads')} torch threads, torch {m.get('torch')}, "
+    # runs trained in parallel subprocesses (--parallel N) ran on one thread each, whatever the parent had
+    threads = "1 torch thread per run" if record.get("parallel", 1) > 1 else f"{m.get('threads')} torch threads"
+    machine = (f"{m.get('nproc')} CPUs ({m.get('cpu')}), {threads}, torch {m.get('torch')}, "
                f"Python {m.get('python')}, normflows {m.get('normflows') or 'absent'}; load average at the end "
                f"{m.get('loadavg')}")
     lines = [f"- Command: `{record.get('command')}`",
