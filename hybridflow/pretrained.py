@@ -8,7 +8,7 @@ prints the cards; anywhere a command takes ``--checkpoint`` it takes ``pretraine
 
 Example:
     >>> [card["name"] for card in list_pretrained()]
-    ['fashionmnist', 'mnist', 'mnist-hybrid']
+    ['fashionmnist', 'fashionmnist-patches', 'mnist', 'mnist-hybrid']
     >>> model = load_pretrained("mnist")
     >>> model.input_shape, model.training
     ((1, 28, 28), False)
