@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..backbones import create_backbone
 from ..data import as_images
 from ..data.patches import check_patch_size, image_patches
+from ..seeding import seeded
 
 __all__ = ["PatchDensity", "patch_reference_for", "fit_patch_reference", "PATCH_REFERENCE_OPTIONS"]
 
@@ -118,8 +119,7 @@ def fit_patch_reference(images: Any, patch_size: int = 4, steps: int = 1500, bat
     patch_size = check_patch_size(patch_size, (c, h, w))
     kwargs = {**PATCH_REFERENCE_OPTIONS, **options}
     kwargs.setdefault("patch_size", 2 if patch_size % 2 == 0 else 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):  # the initial weights depend on ``seed`` only; the caller's RNG is left alone
         flow = create_backbone(backbone, input_shape=(c, patch_size, patch_size), **kwargs).to(device)
     fit_backbone(flow, image_patches(images, patch_size), steps, batch_size, lr, seed=seed, verbose=verbose)
     return PatchDensity(flow, (c, h, w)).eval()
