@@ -424,8 +424,10 @@ def time_to_quality(records: list[dict], images: list[str]) -> str:
     return "\n".join(lines).rstrip()
 
 
-def hybrid_frontier(record: dict, image: str | None) -> str:
-    """Accuracy and bits/dim of each hybrid run and the discriminative baseline, same budget."""
+def hybrid_frontier(record: dict, image: str | None, more: list[dict] = ()) -> str:
+    """Accuracy and bits/dim of each hybrid run and the discriminative baseline, same budget; ``more``:
+    the runs on other datasets (hybrid_frontier_<dataset>.json), a table each."""
+    extra = [hybrid_frontier(r, None) for r in more]
     parallel = record.get("parallel", 1)
     threads = "one torch thread each, two runs at a time" if parallel > 1 else "all threads, one run at a time"
     lines = [f"{record['dataset']}, every run {record['settings']['minutes']:g} minutes ({threads}); full test set. "
@@ -439,6 +441,7 @@ def hybrid_frontier(record: dict, image: str | None) -> str:
         bpd = "-" if r["test_bits_per_dim"] is None else f"{r['test_bits_per_dim']:.3f}"
         lines.append(f"| `{r['run']}` | {r['head']} | {lam} | {r['params']:,} | {100 * r['test_accuracy']:.2f} | "
                      f"{bpd} | {t['steps']:,} | {t['epochs']:.2f} |")
+    lines += [line for text in extra for line in ("", text)]
     if image:
         lines += ["", f"![accuracy against bits/dim]({image})"]
     return "\n".join(lines)
@@ -563,7 +566,8 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
             elif name == "ood_reference":
                 parts.append(ood_reference(record))
             elif name == "hybrid_frontier":
-                parts.append(hybrid_frontier(record, image(record)))
+                more = [load(results_dir, p.stem) for p in sorted(results_dir.glob("hybrid_frontier_*.json"))]
+                parts.append(hybrid_frontier(record, image(record), [r for r in more if r]))
             elif name == "time_to_quality":
                 more = [load(results_dir, p.stem) for p in sorted(results_dir.glob("time_to_quality_*.json"))]
                 records = [record] + [r for r in more if r]
