@@ -522,6 +522,26 @@ def _load(spec: ModelSpec, input_shape: tuple[int, int, int], directory: Path, s
     return load_checkpoint(directory / "model", map_location=device).eval()
 
 
+def _cache_extra(args: argparse.Namespace, train_data: ImageData, tag: str, lam: float) -> dict[str, Any]:
+    return dict(tag=tag, lam=lam, smoke=bool(args.smoke), num_train=len(train_data),
+                labelled=int((train_data.labels >= 0).sum()))
+
+
+def checkpoint_directory(args: argparse.Namespace, spec: ModelSpec, dataset: str, train_data: ImageData,
+                         settings: TrainSettings, *, tag: str = "", lam: float = 0.0) -> Path:
+    """Where :func:`trained_model` keeps (and ``--reuse`` finds) ``spec`` trained on ``dataset`` with
+    ``settings``: another benchmark that trains the same run (``bench/time_to_quality.py``)
+    saves it there too, so ``bench/density.py --reuse`` renders its figures without training."""
+    key = _cache_key(spec, dataset, settings, _cache_extra(args, train_data, tag, lam))
+    return Path(args.checkpoint_dir) / _slug(f"{dataset}{'-' + tag if tag else ''}") / key
+
+
+def save_trained(model: nn.Module, directory: Path, spec: ModelSpec, dataset: str, info: dict[str, Any], *,
+                 tag: str = "", lam: float = 0.0) -> None:
+    """Save a model trained for a budget where :func:`trained_model` would have (its record last)."""
+    _save(model, directory, dict(spec=spec.as_dict(), dataset=dataset, tag=tag, lam=lam, train=info, date=_now()))
+
+
 def trained_model(args: argparse.Namespace, spec: ModelSpec, dataset: str, train_data: ImageData, *,
                   tag: str = "", lam: float = 0.0, minutes: float | None = None,
                   reuse: bool | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -529,10 +549,8 @@ def trained_model(args: argparse.Namespace, spec: ModelSpec, dataset: str, train
     run trained with the same spec, data, ``tag``, ``lam`` and settings. Every trained model is
     saved under ``--checkpoint-dir`` (``runs/bench/<dataset>/...``) with its training record."""
     settings = train_settings(args, spec, minutes)
-    extra = dict(tag=tag, lam=lam, smoke=bool(args.smoke), num_train=len(train_data),
-                 labelled=int((train_data.labels >= 0).sum()))
-    directory = Path(args.checkpoint_dir) / _slug(f"{dataset}{'-' + tag if tag else ''}") / _cache_key(
-        spec, dataset, settings, extra)
+    extra = _cache_extra(args, train_data, tag, lam)
+    directory = checkpoint_directory(args, spec, dataset, train_data, settings, tag=tag, lam=lam)
     device = resolve_device(args.device)
     reuse = args.reuse if reuse is None else reuse
     if reuse and minutes is None and getattr(args, "fresh_minutes", None) is not None \
@@ -551,8 +569,7 @@ def trained_model(args: argparse.Namespace, spec: ModelSpec, dataset: str, train
     log(args, f"training {spec.label} on {dataset}{' ' + tag if tag else ''} ({len(train_data)} images, "
               f"{backbone_params(model):,} params, {settings.seconds / 60:g} min)")
     info = train_for_budget(model, train_data, settings, device, label=spec.label, verbose=not args.quiet)
-    _save(model, directory, dict(spec=spec.as_dict(), dataset=dataset, tag=tag, lam=lam, train=info,
-                                 date=_now()))
+    save_trained(model, directory, spec, dataset, info, tag=tag, lam=lam)
     return model, {**info, "checkpoint": str(directory), "reused": False}
 
 

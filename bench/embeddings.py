@@ -3,10 +3,12 @@ density-trained models, against raw pixels, on Fashion-MNIST and the CIFAR-10 su
 (4,000 train / 1,000 test images from ``cifar10-train4000.npz`` / ``cifar10-test1000.npz``).
 
 Each flow is trained by maximum likelihood for the budget (or, with ``--reuse``, loaded from the
-density benchmark's run with the same spec and settings, under runs/bench/), frozen, and its
-flattened latent (midpoint dequantisation) fed to ``hybridflow.probe.linear_probe``: standardised
-multinomial logistic regression, C chosen on a held-out fifth of the probe's train set, test
-accuracy and log-loss as mean and spread over seeds.
+density or time-to-quality benchmark's run with the same spec and settings, under runs/bench/),
+frozen, and each of its ``--features`` sets (default: the library's default, the latents at every
+depth and the conditioners' pooled hidden units, then the flattened final latent; a flow whose
+blocks the library cannot read, normflows' Glow, gets the latent only) fed to
+``hybridflow.probe.linear_probe``: standardised multinomial logistic regression, C chosen on a
+held-out fifth of the probe's train set, test accuracy and log-loss as mean and spread over seeds.
 
     python bench/embeddings.py --reuse              # after bench/density.py; trains CIFAR-10 models
     python bench/embeddings.py --datasets cifar10 --probe-seeds 0
@@ -23,6 +25,7 @@ import _common as C  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from hybridflow.features import DEFAULT_FEATURES, check_features, default_features  # noqa: E402
 from hybridflow.probe import embed_images, format_table, linear_probe, raw_pixel_features  # noqa: E402
 
 DATASETS = ["fashionmnist", "cifar10"]
@@ -35,6 +38,8 @@ def parse_args(argv=None):
                    help="labelled train images the probe sees (seeded subset; 0 = all)")
     p.add_argument("--probe-seeds", default="0,1,2")
     p.add_argument("--probe-cs", default="1e-4,1e-3,1e-2,1e-1,1,10,100", help="candidate inverse regularisations")
+    p.add_argument("--features", default=f"{DEFAULT_FEATURES},latent",
+                   help="comma-separated feature sets of hybridflow.features, one row each")
     p.add_argument("--pooled", action="store_true", help="also probe the latents averaged over positions")
     args = p.parse_args(argv)
     args = C.finish_args(args, argv, "embeddings")
@@ -53,17 +58,22 @@ def run_dataset(args, dataset: str) -> dict:
     cs = [float(c) for c in args.probe_cs.split(",")]
     features = {"raw pixels": (raw_pixel_features(probe_train.images), raw_pixel_features(test.images))}
     models = {"raw pixels": dict(params=0)}
+    wanted = [check_features(f.strip()) for f in args.features.split(",") if f.strip()]
+    if args.pooled and "pooled" not in wanted:
+        wanted.append("pooled")
     for spec in args.specs:
         model, info = C.trained_model(args, spec, dataset, train)
-        models[spec.label] = dict(spec=spec.as_dict(), params=C.backbone_params(model), train=info,
-                                  test_bits_per_dim=C.test_bits_per_dim(model, test.images, args.eval_batch))
-        features[spec.label] = (embed_images(model, probe_train.images, features="latent"),
-                                embed_images(model, test.images, features="latent"))
-        if args.pooled:
-            name = f"{spec.label} (pooled)"
-            models[name] = models[spec.label]
-            features[name] = (embed_images(model, probe_train.images, pooled=True),
-                              embed_images(model, test.images, pooled=True))
+        record = dict(spec=spec.as_dict(), params=C.backbone_params(model), train=info,
+                      test_bits_per_dim=C.test_bits_per_dim(model, test.images, args.eval_batch))
+        readable = default_features(model) != "latent"  # its blocks and conditioners can be tapped
+        for name in wanted:
+            if name not in ("latent", "pooled") and not readable:
+                C.log(args, f"  {spec.label}: no {name} features (the library cannot read its blocks); skipped")
+                continue
+            row = f"{spec.label} ({name})"
+            models[row] = dict(record, features=name)
+            features[row] = (embed_images(model, probe_train.images, features=name),
+                             embed_images(model, test.images, features=name))
     results = {}
     for name, (x_train, x_test) in features.items():
         clock = C.timer()

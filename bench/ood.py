@@ -4,9 +4,11 @@ metrics), plus each model's mean test bits/dim on both sets (a Fashion-MNIST flo
 MNIST as *more* likely: a likelihood AUROC below 0.5).
 
 Per direction and model: the flow trained on the in-distribution train set for the budget
-(``--reuse`` loads the density benchmark's); for the likelihood ratio a reference of the same
-architecture trained on inputs perturbed at rate ``--perturb-rate`` (Ren et al. 2019) for
-``--ref-minutes``; for max-softmax and entropy a logistic-regression head on the frozen latent
+(``--reuse`` loads the density benchmark's); for the likelihood ratio a reference density
+(``--reference``): ``patches`` (default, the library's own: a bag-of-patches flow on the
+in-distribution set's 4x4 patches, ``--patch-steps`` steps, one per dataset shared by every model;
+section 13 of BENCHMARKS.md compares the references) or ``perturbed`` (Ren et al. 2019: the same
+architecture trained on inputs perturbed at rate ``--perturb-rate`` for ``--ref-minutes``); for max-softmax and entropy a logistic-regression head on the frozen latent
 (a pure flow has no classifier of its own); typicality statistics from ``--n-fit`` training images.
 
     python bench/ood.py --reuse                  # after bench/density.py
@@ -32,7 +34,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from hybridflow.data import ImageData  # noqa: E402
 from hybridflow.ood import (  # noqa: E402
     BitsPerDim, Complexity, LikelihoodRatio, LogLikelihood, MaxSoftmax, PredictiveEntropy, Typicality, evaluate,
-    log_likelihood, perturb,
+    fit_patch_reference, log_likelihood, perturb,
 )
 from hybridflow.probe import embed_images  # noqa: E402
 from ood_probe import ood_table  # noqa: E402
@@ -44,6 +46,9 @@ def parse_args(argv=None):
     p = C.base_parser(__doc__)
     p.add_argument("--directions", default=DIRECTIONS, help="IN:OUT pairs, comma-separated")
     p.add_argument("--ref-minutes", type=float, default=None, help="budget of the reference model (default --minutes)")
+    p.add_argument("--reference", choices=("patches", "perturbed"), default="patches",
+                   help="the likelihood ratio's reference density (default: patches)")
+    p.add_argument("--patch-steps", type=int, default=1500, help="training steps of the patch reference")
     p.add_argument("--perturb-rate", type=float, default=0.2)
     p.add_argument("--typicality-m", type=int, default=10, help="batch size M of the batch typicality test")
     p.add_argument("--n-fit", type=int, default=2000, help="training images for typicality's statistics")
@@ -52,7 +57,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args = C.finish_args(args, argv, "ood")
     if args.smoke:
-        args.n_fit, args.head_train, args.typicality_m = 64, 128, 4
+        args.n_fit, args.head_train, args.typicality_m, args.patch_steps = 64, 128, 4, 4
     return args
 
 
@@ -75,16 +80,32 @@ class LatentClassifier:
             return self.head_.predict_proba(embed_images(self.flow, images, features="latent"))
 
 
+_PATCH_REFERENCES: dict[str, object] = {}
+
+
+def patch_reference(args, in_name: str, train: ImageData):
+    """The bag-of-patches reference of ``in_name`` (trained once per run, shared by every model)."""
+    if in_name not in _PATCH_REFERENCES:
+        clock = C.timer()
+        _PATCH_REFERENCES[in_name] = fit_patch_reference(train.images, steps=args.patch_steps, seed=args.seed)
+        C.log(args, f"  patch reference of {in_name}: {args.patch_steps} steps, {clock():.0f} s")
+    return _PATCH_REFERENCES[in_name]
+
+
 def run_direction(args, spec, in_name: str, out_name: str) -> dict:
     train = C.load_data(args, in_name, train=True)
     x_in = C.load_data(args, in_name, train=False).images
     x_out = C.load_data(args, out_name, train=False).images
     model, info = C.trained_model(args, spec, in_name, train)
-    noisy = ImageData(perturb(train.images, args.perturb_rate, seed=1), train.labels, list(train.classes))
-    reference, ref_info = C.trained_model(args, spec, in_name, noisy, tag=f"perturbed{args.perturb_rate:g}",
-                                          minutes=args.ref_minutes)
     flow = model.backbone if hasattr(model, "backbone") else model
-    reference = reference.backbone if hasattr(reference, "backbone") else reference
+    if args.reference == "patches":
+        reference, ref_info, ref_label = patch_reference(args, in_name, train), None, "likelihood_ratio (patches)"
+    else:
+        noisy = ImageData(perturb(train.images, args.perturb_rate, seed=1), train.labels, list(train.classes))
+        reference, ref_info = C.trained_model(args, spec, in_name, noisy, tag=f"perturbed{args.perturb_rate:g}",
+                                              minutes=args.ref_minutes)
+        reference = reference.backbone if hasattr(reference, "backbone") else reference
+        ref_label = f"likelihood_ratio (mu={args.perturb_rate:g})"
     fit_set = C.load_data(args, in_name, train=True, limit=min(args.n_fit, len(train)))
     head_set = C.load_data(args, in_name, train=True, limit=min(args.head_train, len(train)))
     clock = C.timer()
@@ -93,7 +114,7 @@ def run_direction(args, spec, in_name: str, out_name: str) -> dict:
     typicality = Typicality(flow).fit(fit_set.images)
     scorers = {
         "loglik": LogLikelihood(flow), "bpd": BitsPerDim(flow), "typicality (M=1)": typicality,
-        f"likelihood_ratio (mu={args.perturb_rate:g})": LikelihoodRatio(flow, reference),
+        ref_label: LikelihoodRatio(flow, reference),
         "complexity (png)": Complexity(flow, "png"), "complexity (zlib)": Complexity(flow, "zlib"),
         "max_softmax (latent head)": MaxSoftmax(head), "entropy (latent head)": PredictiveEntropy(head),
     }
@@ -124,7 +145,8 @@ def main(argv=None) -> dict:
         in_name, out_name = pair.split(":")
         for spec in args.specs:
             runs.append(run_direction(args, spec, in_name, out_name))
-    payload = dict(runs=runs, perturb_rate=args.perturb_rate, typicality_m=args.typicality_m)
+    payload = dict(runs=runs, reference=args.reference, patch_steps=args.patch_steps, perturb_rate=args.perturb_rate,
+                   typicality_m=args.typicality_m)
     C.write_results(args, payload, clock())
     return payload
 

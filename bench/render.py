@@ -221,8 +221,33 @@ def embeddings(record: dict, reason: str = PLACEHOLDER) -> str:
         for f in feats.values():
             if f["accuracy_mean"] < raw["accuracy_mean"]:
                 out.append(f"- {dataset}: `{f['name']}` probes *below* raw pixels ({100 * f['accuracy_minus_raw']:+.2f} "
-                           f"points): its latent is less linearly separable than the pixels. {reason}")
+                           f"points): these features are less linearly separable than the pixels. {reason}")
     return "\n".join(out)
+
+
+def embedding_features(record: dict) -> str:
+    """The README's main job (digits) over several trained flows: every feature set of each backbone."""
+    lines = []
+    for dataset, d in record["datasets"].items():
+        summary = d.get("summary")
+        if not summary:
+            continue
+        models = d.get("models", [])
+        shown = "; ".join(f"{m['name']} {m.get('params', 0):,} params" for m in models)
+        lines.append(f"**{dataset}** (the README's main job, `{record['command']}`, {record['date']}, "
+                     f"{record['wall_seconds']:.0f} s): {len(d['train_seeds'])} flows per backbone (seeds "
+                     f"{', '.join(map(str, d['train_seeds']))}), {models[0].get('steps', '?') if models else '?'} steps each "
+                     f"({shown}); each flow's probe averaged over {len(d['seeds'])} probe seeds; "
+                     f"{d['n_train']:,} train / {d['n_test']:,} test images (one test image = "
+                     f"{100 / d['n_test']:.2f} points).\n")
+        rows = sorted(summary.items(), key=lambda kv: -kv[1]["accuracy_mean"])
+        lines.append(markdown_table(
+            ["features", "dim", "accuracy (%), mean ± std over flows", "per flow", "log-loss"],
+            [[name, fmt(r["dim"]), f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}",
+              " / ".join(f"{100 * a:.2f}" for a in r["accuracies"]),
+              f"{r['log_loss_mean']:.4f} ± {r['log_loss_std']:.4f}"] for name, r in rows], "lrrrr"))
+        lines.append("")
+    return "\n".join(lines)
 
 
 def hybrid(record: dict, image: str | None, reason: str = PLACEHOLDER) -> str:
@@ -547,6 +572,9 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                 parts.append(permutations(record, reason))
             elif name == "embeddings":
                 parts.append(embeddings(record, reason))
+                digits = load(results_dir, "embeddings_features_digits")
+                if digits and not digits.get("smoke"):
+                    parts += ["", embedding_features(digits)]
             elif name == "hybrid_tradeoff":
                 parts.append(hybrid(record, image(record), reason))
             elif name == "ood":

@@ -2,25 +2,29 @@
 # Regenerate every figure of BENCHMARKS.md, one benchmark after another, then render it.
 #
 #   bench/run_all.sh --minutes 10 --short-minutes 1 --permutation-minutes 3   # what BENCHMARKS.md holds
-#   bench/run_all.sh                       # full budget: --minutes 10 for every training run, 2 threads
-#   bench/run_all.sh --minutes 3 density permutations render      # some sections only
+#   bench/run_all.sh                       # full budget: --minutes 10 for every training run
+#   bench/run_all.sh --minutes 3 quality density render      # some sections only
 #   bench/run_all.sh --smoke               # seconds per benchmark; JSON to bench/results/smoke/
 #   bench/run_all.sh tune                  # optional: the tuning sweeps on MNIST (density_tuning*.json)
 #
-# Sections (default: all but tune, in this order): density permutations embeddings hybrid ood scaling render.
-# --minutes is the budget of the density runs, whose models embeddings and ood reuse (runs/bench/);
-# --short-minutes (default: --minutes) that of every other training run: the CIFAR-10 models of
-# embeddings, the lambda sweep and semi-supervised runs, the likelihood-ratio references of ood;
-# it also caps scaling's timing.
+# Sections (default: all but tune, in this order):
+#   quality density permutations embeddings hybrid frontier ood scaling render.
+# quality trains MIXER, GLOW, normflows' Glow and one MixerFlow variant for --minutes on MNIST,
+# Fashion-MNIST and the CIFAR-10 subset, two at a time with one torch thread each (a 10-minute run
+# is 10 minutes of one core), measuring test bits/dim along the way (time to quality). Every model
+# it trains is saved under runs/bench/, where density, embeddings and ood find it (--reuse): one
+# training run per (model, dataset) serves the density table, the probes and the OOD scores.
+# --short-minutes (default: --minutes) is the budget of every other training run: the lambda
+# sweep and semi-supervised runs; it also caps scaling's timing.
 # --permutation-minutes (default: --short-minutes) is the budget of the shuffled runs and their
 # unshuffled baselines (taken from density when it equals --minutes).
-# Permutations compare MixerFlow with our Glow. At --minutes 10 alone on 2 cores: about 7 hours;
-# with --short-minutes 1 --permutation-minutes 3: about 3.5 hours. Logs go to runs/bench/logs/.
+# At --minutes 10 on 2 cores: quality about 1.2 hours, the rest about 2 (permutations at 3 minutes).
+# Logs go to runs/bench/logs/.
 #
 # MIXER and GLOW (environment) are the MixerFlow and Glow specs of every section, default the
-# specs tuned below; normflows' Glow keeps the issue's reference settings (batch 128, Adam 1e-3).
-# Density also trains MIXER_BEST and GLOW_BEST: the same models with what the third and fourth
-# sweeps found for the budget, bfloat16 conditioners and logit preprocessing (density_tuning3/4.json).
+# specs tuned for the budget with the same tricks for both (bfloat16 conditioners, logit
+# preprocessing; density_tuning*.json); normflows' Glow keeps the issue's reference settings
+# (batch 128, Adam 1e-3). VARIANT is the MixerFlow variant of quality (width against depth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,12 +32,12 @@ PYTHON=${PYTHON:-python}
 MINUTES=10
 SHORT=
 PERM=
-THREADS=2
-# Tuned for a 10-minute CPU budget on MNIST (bench/results/density_tuning.json).
-MIXER=${MIXER:-"mixerflow_tiny:lr=4e-3,batch_size=64"}
-GLOW=${GLOW:-"glow_tiny:lr=3e-3"}
-MIXER_BEST=${MIXER_BEST:-"mixerflow_tiny:lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit"}
-GLOW_BEST=${GLOW_BEST:-"glow_tiny:lr=3e-3,conditioner_dtype=bfloat16,preprocess=logit"}
+THREADS=1
+# Tuned for a 10-minute CPU budget on MNIST (bench/results/density_tuning*.json).
+MIXER=${MIXER:-"mixerflow_wide:lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit"}
+GLOW=${GLOW:-"glow_tiny:lr=3e-3,conditioner_dtype=bfloat16,preprocess=logit"}
+VARIANT=${VARIANT:-"mixerflow_wide:num_layers=3,hidden=112,lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit"}
+MIXER_HIDDEN=${MIXER/mixerflow_wide:/mixerflow_wide:head=hidden,}
 EXTRA=()
 SECTIONS=()
 while [[ $# -gt 0 ]]; do
@@ -49,7 +53,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ ${#SECTIONS[@]} -eq 0 ]]; then
-  SECTIONS=(density permutations embeddings hybrid ood scaling render)
+  SECTIONS=(quality density permutations embeddings hybrid frontier ood scaling render)
 fi
 
 LOGS=runs/bench/logs
@@ -70,15 +74,25 @@ run() {
 
 for section in "${SECTIONS[@]}"; do
   case "$section" in
-    density) run density "${COMMON[@]}" --minutes "$MINUTES" --models "$MIXER" "$GLOW" "$MIXER_BEST" "$GLOW_BEST" \
-      normflows_glow ;;
+    quality)
+      run time_to_quality ${EXTRA[@]+"${EXTRA[@]}"} --parallel 2 --minutes "$MINUTES" --dataset mnist \
+        "${MODELS[@]}" "$VARIANT"
+      for dataset in fashionmnist cifar10; do
+        run time_to_quality ${EXTRA[@]+"${EXTRA[@]}"} --parallel 2 --minutes "$MINUTES" --dataset "$dataset" \
+          --name "time_to_quality_$dataset" "${MODELS[@]}" "$VARIANT"
+      done ;;
+    # the models quality trained (--reuse); throughput timed in turns
+    density) run density "${COMMON[@]}" --minutes "$MINUTES" --reuse "${MODELS[@]}" ;;
     # unshuffled baselines from density.json when the budgets agree, else rerun at the same budget
     permutations) run permutations "${COMMON[@]}" --minutes "$PERM" --models "$MIXER" "$GLOW" ;;
-    # Fashion-MNIST models from density; CIFAR-10 models trained for --short-minutes
-    embeddings) run embeddings "${COMMON[@]}" --minutes "$MINUTES" --reuse --fresh-minutes "$SHORT" "${MODELS[@]}" ;;
+    # Fashion-MNIST and CIFAR-10 models from quality; then the README's main job over four flows
+    embeddings) run embeddings "${COMMON[@]}" --minutes "$MINUTES" --reuse --probe-seeds 0,1 "${MODELS[@]}"
+      run embedding_features --datasets digits --train-seeds 0,1,2,3 --threads "$THREADS" ${EXTRA[@]+"${EXTRA[@]}"} ;;
     hybrid|hybrid_tradeoff) run hybrid_tradeoff "${COMMON[@]}" --minutes "$SHORT" --models "$MIXER" ;;
-    # MNIST / Fashion-MNIST models from density; likelihood-ratio references for --short-minutes
-    ood) run ood "${COMMON[@]}" --minutes "$MINUTES" --reuse --ref-minutes "$SHORT" "${MODELS[@]}" ;;
+    frontier) run hybrid_frontier ${EXTRA[@]+"${EXTRA[@]}"} --parallel 2 --minutes "$MINUTES" --dataset mnist \
+      --runs "$MIXER_HIDDEN@1" "$GLOW@1" "$MIXER@1" timm_mixer:lr=2e-3 ;;
+    # MNIST / Fashion-MNIST models from quality; the likelihood ratio's reference: a patch flow per dataset
+    ood) run ood "${COMMON[@]}" --minutes "$MINUTES" --reuse --test-limit 2000 "${MODELS[@]}" ;;
     scaling) run scaling "${COMMON[@]}" --minutes "$SHORT" ;;   # --minutes caps its timing phase
     tune)   # the two sweeps behind the tuned MIXER and GLOW specs, 4 minutes per run
       run density "${COMMON[@]}" --minutes 4 --datasets mnist --name density_tuning --timing-repeats 0 --models \
@@ -94,6 +108,7 @@ for section in "${SECTIONS[@]}"; do
         "mixerflow_tiny:lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit" \
         "mixerflow_tiny:lr=1.2e-2,batch_size=64,conditioner_dtype=bfloat16" ;;
     render) "$PYTHON" bench/render.py --results-dir "$RESULTS" --out "$OUT" ;;
-    *) echo "unknown section $section (density permutations embeddings hybrid ood scaling render tune)" >&2; exit 2 ;;
+    *) echo "unknown section $section (quality density permutations embeddings hybrid frontier ood scaling render tune)" >&2
+       exit 2 ;;
   esac
 done

@@ -64,9 +64,13 @@ def train_one(args, index: int) -> dict:
     info = C.train_for_budget(model, train, settings, C.resolve_device(args.device), label=spec.label,
                               verbose=not args.quiet, log_every=args.every, on_log=measure)
     final = C.test_bits_per_dim(model, test.images, args.eval_batch)
+    # Saved where bench/density.py (and embeddings.py, ood.py) look with --reuse: one training run
+    # serves the time-to-quality curve, the density table, the probes and the OOD scores.
+    directory = C.checkpoint_directory(args, spec, args.dataset, train, settings)
+    C.save_trained(model, directory, spec, args.dataset, info)
     return dict(model=spec.label, spec=spec.as_dict(), family=spec.family, params=C.backbone_params(model),
                 test_bits_per_dim=final, test_examples=len(test), curve_examples=len(curve_images),
-                threads=torch.get_num_threads(), train=info)
+                threads=torch.get_num_threads(), train=info, checkpoint=str(directory))
 
 
 def crossing(curve: list[dict], target: float) -> float | None:

@@ -124,8 +124,10 @@ def test_permutations_reuse_the_density_baseline(smoke):
 def test_embeddings_reuse_the_density_models(smoke):
     record = _load(smoke, "embeddings")
     assert set(record["datasets"]) == {"fashionmnist", "cifar10"}
+    ours = {"mixerflow_tiny", "glow_tiny"}  # the library reads their blocks: default features and the latent
+    expected = {"raw pixels"} | {f"{m} (latent)" for m in _models()} | {f"{m} (depths+hidden)" for m in ours}
     for dataset, entry in record["datasets"].items():
-        assert set(entry["features"]) == {"raw pixels"} | _models()
+        assert set(entry["features"]) == expected
         for name, f in entry["features"].items():
             assert 0 <= f["accuracy_mean"] <= 1 and _finite(f["log_loss_mean"])
             if name != "raw pixels":
@@ -149,9 +151,10 @@ def test_hybrid_tradeoff(smoke):
 def test_ood(smoke):
     record = _load(smoke, "ood")
     assert {r["direction"] for r in record["runs"]} == {"fashionmnist->mnist", "mnist->fashionmnist"}
+    assert record["reference"] == "patches"
     for r in record["runs"]:
         assert r["train"]["reused"] is True
-        assert any(name.startswith("likelihood_ratio") for name in r["metrics"])
+        assert "likelihood_ratio (patches)" in r["metrics"]
         assert len(r["metrics"]) == 9
         for m in r["metrics"].values():
             assert all(0 <= m[k] <= 1 for k in ("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr_in",
@@ -278,6 +281,9 @@ def test_time_to_quality_finds_the_crossing(smoke):
         curve = [p["test_bits_per_dim"] for p in row["train"]["history"]]
         assert curve and all(_finite(v) and v > 0 for v in curve)
         assert (row["minutes_to_target"] is not None) == (min(curve) <= target)
+        # saved where bench/density.py --reuse looks for the same spec, data and budget
+        saved = json.loads((Path(row["checkpoint"]) / "bench.json").read_text())
+        assert saved["spec"]["spec"] == row["model"] and saved["train"]["steps"] == row["train"]["steps"]
     assert (smoke / record["plot"]).stat().st_size > 1000
 
 
@@ -291,3 +297,35 @@ def test_hybrid_frontier_scores_hybrids_and_the_baseline(smoke):
     for row in record["runs"]:
         assert 0 <= row["test_accuracy"] <= 1
         assert (row["test_bits_per_dim"] is None) == (row["lam"] is None)
+
+
+def test_embedding_features_summarises_over_trained_flows():
+    import numpy as np
+
+    import embedding_features
+
+    def report(acc_pixels, acc_flow):
+        return {"results": [{"name": "raw pixels", "dim": 64, "accuracy_mean": acc_pixels, "log_loss_mean": 0.2},
+                            {"name": "flow (hidden)", "dim": 9, "accuracy_mean": acc_flow, "log_loss_mean": 0.1}]}
+
+    summary = embedding_features.summarise([report(0.96, 0.95), report(0.98, 0.99)])
+    assert summary["raw pixels"]["flows"] == 2 and summary["flow (hidden)"]["dim"] == 9
+    assert summary["flow (hidden)"]["accuracy_mean"] == pytest.approx(0.97)
+    assert summary["flow (hidden)"]["accuracy_std"] == pytest.approx(np.std([0.95, 0.99]))
+    assert summary["raw pixels"]["accuracies"] == [0.96, 0.98]
+
+
+def test_render_shows_the_digits_features_over_trained_flows():
+    import render
+
+    summary = {"raw pixels": dict(dim=64, flows=2, accuracy_mean=0.968, accuracy_std=0.001, accuracies=[0.967, 0.969],
+                                  log_loss_mean=0.14, log_loss_std=0.01),
+               "mixerflow_tiny (hidden)": dict(dim=1024, flows=2, accuracy_mean=0.971, accuracy_std=0.004,
+                                               accuracies=[0.967, 0.975], log_loss_mean=0.11, log_loss_std=0.02)}
+    record = dict(command="python bench/embedding_features.py --train-seeds 0,1", date="2026-12-02", wall_seconds=60,
+                  datasets={"digits": dict(summary=summary, train_seeds=[0, 1], seeds=[0, 1, 2], n_train=1347,
+                                           n_test=450, models=[dict(name="mixerflow_tiny", params=49273, steps=400)])})
+    text = render.embedding_features(record)
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]  # after the header row
+    assert rows[0].startswith("| mixerflow_tiny (hidden) | 1,024 | 97.10 ± 0.40 | 96.70 / 97.50 |")
+    assert "one test image = 0.22 points" in text and "400 steps each" in text
