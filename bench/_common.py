@@ -549,7 +549,6 @@ def trained_model(args: argparse.Namespace, spec: ModelSpec, dataset: str, train
     run trained with the same spec, data, ``tag``, ``lam`` and settings. Every trained model is
     saved under ``--checkpoint-dir`` (``runs/bench/<dataset>/...``) with its training record."""
     settings = train_settings(args, spec, minutes)
-    extra = _cache_extra(args, train_data, tag, lam)
     directory = checkpoint_directory(args, spec, dataset, train_data, settings, tag=tag, lam=lam)
     device = resolve_device(args.device)
     reuse = args.reuse if reuse is None else reuse
@@ -557,7 +556,7 @@ def trained_model(args: argparse.Namespace, spec: ModelSpec, dataset: str, train
             and not (directory / "bench.json").exists():
         # not trained at --minutes: look for (or train) the model at the --fresh-minutes budget
         settings = train_settings(args, spec, args.fresh_minutes)
-        directory = directory.parent / _cache_key(spec, dataset, settings, extra)
+        directory = checkpoint_directory(args, spec, dataset, train_data, settings, tag=tag, lam=lam)
     if reuse and (directory / "bench.json").exists():
         record = json.loads((directory / "bench.json").read_text())
         log(args, f"  reusing {spec.label} on {dataset}{' ' + tag if tag else ''}: {directory}")

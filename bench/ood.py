@@ -8,7 +8,8 @@ Per direction and model: the flow trained on the in-distribution train set for t
 (``--reference``): ``patches`` (default, the library's own: a bag-of-patches flow on the
 in-distribution set's 4x4 patches, ``--patch-steps`` steps, one per dataset shared by every model;
 section 13 of BENCHMARKS.md compares the references) or ``perturbed`` (Ren et al. 2019: the same
-architecture trained on inputs perturbed at rate ``--perturb-rate`` for ``--ref-minutes``); for max-softmax and entropy a logistic-regression head on the frozen latent
+architecture trained on inputs perturbed at rate ``--perturb-rate`` for ``--ref-minutes``); for
+max-softmax and entropy a logistic-regression head on the frozen latent
 (a pure flow has no classifier of its own); typicality statistics from ``--n-fit`` training images.
 
     python bench/ood.py --reuse                  # after bench/density.py
@@ -80,26 +81,24 @@ class LatentClassifier:
             return self.head_.predict_proba(embed_images(self.flow, images, features="latent"))
 
 
-_PATCH_REFERENCES: dict[str, object] = {}
-
-
-def patch_reference(args, in_name: str, train: ImageData):
-    """The bag-of-patches reference of ``in_name`` (trained once per run, shared by every model)."""
-    if in_name not in _PATCH_REFERENCES:
+def patch_reference(args, in_name: str, train: ImageData, references: dict):
+    """The bag-of-patches reference of ``in_name``: trained once per run (``references``, a dict
+    that ``main`` owns) and shared by every model of that run."""
+    if in_name not in references:
         clock = C.timer()
-        _PATCH_REFERENCES[in_name] = fit_patch_reference(train.images, steps=args.patch_steps, seed=args.seed)
+        references[in_name] = fit_patch_reference(train.images, steps=args.patch_steps, seed=args.seed)
         C.log(args, f"  patch reference of {in_name}: {args.patch_steps} steps, {clock():.0f} s")
-    return _PATCH_REFERENCES[in_name]
+    return references[in_name]
 
 
-def run_direction(args, spec, in_name: str, out_name: str) -> dict:
+def run_direction(args, spec, in_name: str, out_name: str, references: dict) -> dict:
     train = C.load_data(args, in_name, train=True)
     x_in = C.load_data(args, in_name, train=False).images
     x_out = C.load_data(args, out_name, train=False).images
     model, info = C.trained_model(args, spec, in_name, train)
     flow = model.backbone if hasattr(model, "backbone") else model
     if args.reference == "patches":
-        reference, ref_info, ref_label = patch_reference(args, in_name, train), None, "likelihood_ratio (patches)"
+        reference, ref_info, ref_label = patch_reference(args, in_name, train, references), None, "likelihood_ratio (patches)"
     else:
         noisy = ImageData(perturb(train.images, args.perturb_rate, seed=1), train.labels, list(train.classes))
         reference, ref_info = C.trained_model(args, spec, in_name, noisy, tag=f"perturbed{args.perturb_rate:g}",
@@ -140,11 +139,11 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     C.setup(args)
     clock = C.timer()
-    runs = []
+    runs, references = [], {}
     for pair in [p.strip() for p in args.directions.split(",") if p.strip()]:
         in_name, out_name = pair.split(":")
         for spec in args.specs:
-            runs.append(run_direction(args, spec, in_name, out_name))
+            runs.append(run_direction(args, spec, in_name, out_name, references))
     payload = dict(runs=runs, reference=args.reference, patch_steps=args.patch_steps, perturb_rate=args.perturb_rate,
                    typicality_m=args.typicality_m)
     C.write_results(args, payload, clock())
