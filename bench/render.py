@@ -455,7 +455,10 @@ def hybrid_frontier(record: dict, image: str | None, more: list[dict] = ()) -> s
     extra = [hybrid_frontier(r, None) for r in more]
     parallel = record.get("parallel", 1)
     threads = "one torch thread each, two runs at a time" if parallel > 1 else "all threads, one run at a time"
-    lines = [f"{record['dataset']}, every run {record['settings']['minutes']:g} minutes ({threads}); full test set. "
+    load = record.get("machine", {}).get("loadavg")
+    when = f"run {record.get('date', '?')[:16]}" + (f", load average at the end {load[0]:.2f}" if load else "")
+    lines = [f"**{record['dataset']}** ({when}), every run {record['settings']['minutes']:g} minutes ({threads}); "
+             "full test set. "
              "head: what the linear head reads (latent: the flattened latent, the library's HybridModel; hidden: "
              "the conditioners' hidden units pooled over the rows that share them, read in the same pass).", "",
              "| run | head | lambda | params | test accuracy (%) | test bits/dim | steps | epochs |",
