@@ -44,21 +44,23 @@ def parse_args(argv=None, name: str = "density"):
     return args
 
 
-def run_dataset(args, dataset: str, shuffle: str | None) -> list[dict]:
-    """Train every spec on ``dataset`` for the budget and measure test bits/dim."""
+def run_one(args, dataset: str, shuffle: str | None, spec: C.ModelSpec) -> dict:
+    """Train ``spec`` on ``dataset`` (pixels shuffled by ``shuffle``) for the budget; its row."""
     train = C.load_data(args, dataset, train=True, shuffle=shuffle)
     test = C.load_data(args, dataset, train=False, shuffle=shuffle)
-    rows = []
-    for spec in args.specs:
-        model, info = C.trained_model(args, spec, dataset, train, tag=shuffle or "")
-        clock = C.timer()
-        bpd = C.test_bits_per_dim(model, test.images, args.eval_batch)
-        rows.append(dict(dataset=dataset, shuffle=shuffle or "none", model=spec.label, spec=spec.as_dict(),
-                         family=spec.family, params=C.backbone_params(model), test_bits_per_dim=bpd,
-                         test_examples=len(test), eval_seconds=round(clock(), 1), train=info))
-        C.log(args, f"  {dataset}{'/' + shuffle if shuffle else ''} {spec.label}: {bpd:.4f} bits/dim "
-                    f"({len(test)} test images), {info['steps']} steps, {info['images_per_s']} img/s")
-    return rows
+    model, info = C.trained_model(args, spec, dataset, train, tag=shuffle or "")
+    clock = C.timer()
+    bpd = C.test_bits_per_dim(model, test.images, args.eval_batch)
+    C.log(args, f"  {dataset}{'/' + shuffle if shuffle else ''} {spec.label}: {bpd:.4f} bits/dim "
+                f"({len(test)} test images), {info['steps']} steps, {info['images_per_s']} img/s")
+    return dict(dataset=dataset, shuffle=shuffle or "none", model=spec.label, spec=spec.as_dict(),
+                family=spec.family, params=C.backbone_params(model), test_bits_per_dim=bpd,
+                test_examples=len(test), eval_seconds=round(clock(), 1), train=info)
+
+
+def run_dataset(args, dataset: str, shuffle: str | None) -> list[dict]:
+    """Train every spec on ``dataset`` for the budget and measure test bits/dim."""
+    return [run_one(args, dataset, shuffle, spec) for spec in args.specs]
 
 
 def throughput(args, shape: tuple[int, int, int]) -> dict[str, dict]:

@@ -3,14 +3,15 @@ flows trained with ``bits/dim + lam * CE / ln 2`` for the same minutes, beside a
 discriminative baseline of similar size (timm's MLP-Mixer from scratch, cross-entropy only).
 
 A run is ``SPEC@LAM`` (``bench/_common.py`` model specs; ``timm_mixer`` for the baseline, no
-``@``). What the head sees is the spec key ``head``:
+``@``). What the head sees is the spec key ``head`` (the library's
+:class:`~hybridflow.HybridModel` ``head_input``):
 
-- ``latent`` (default): the library's :class:`~hybridflow.HybridModel`, a linear head on the
-  flattened latent;
+- ``latent`` (default): a linear head on the flattened latent;
 - ``hidden``: a linear head on the conditioners' hidden units (the GELU after each coupling
   conditioner's last hidden layer, averaged over the rows that share it), read in the same pass
   as the density: the MLP-Mixer features inside MixerFlow (Glow: the ReLU after each
-  conditioner's 1x1 convolution). An experiment here, not yet a library option.
+  conditioner's 1x1 convolution). Results written before 2026-12-02 came from this script's own
+  copy of that head, which computed the same function.
 
 ``--parallel 2`` trains two runs at a time on one thread each (``C.run_in_parallel``). Plot:
 bench/results/<name>.png (accuracy against bits/dim, one marker per run, one line per family).
@@ -24,7 +25,6 @@ bench/results/<name>.png (accuracy against bits/dim, one marker per run, one lin
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -36,57 +36,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from hybridflow import HybridModel  # noqa: E402
-from hybridflow.flows import ConvConditioner, ResidualMLP  # noqa: E402
-from hybridflow.hybrid import HybridLoss  # noqa: E402
 
 BASELINE = "timm_mixer"
 SMOKE_RUNS = ["mixerflow_tiny:head=hidden@1", "mixerflow_tiny@1", f"{BASELINE}"]
-
-
-class HiddenHeadHybrid(HybridModel):
-    """A :class:`HybridModel` whose linear head reads the conditioners' pooled hidden units."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._taps = [m.head[1] for m in self.backbone.modules() if isinstance(m, ResidualMLP)] + \
-                     [m.norm_mid for m in self.backbone.modules() if isinstance(m, ConvConditioner)]
-        with torch.no_grad(), self._evaluating():
-            width = self._hidden_and_latent(torch.zeros(2, *self.input_shape, dtype=torch.uint8), embed=True)[0]
-        self.head = nn.Linear(width.shape[1], self.num_classes)
-
-    def _hidden_and_latent(self, x: Tensor, embed: bool = False, generator=None):
-        pooled: list[Tensor] = []
-
-        def keep(module, inputs, out) -> None:
-            h = torch.relu(out[0]) if isinstance(out, tuple) else out
-            h = h.float()
-            rows = h.flatten(2).mean(2) if h.dim() == 4 else h.reshape(len(x), -1, h.shape[-1]).mean(1)
-            pooled.append(rows)
-
-        hooks = [t.register_forward_hook(keep) for t in self._taps]
-        try:
-            if embed:
-                z, log_prob = self.backbone.embed(x), None
-            else:
-                z, log_prob = self.backbone.encode(x, generator=generator)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return torch.cat(pooled, 1), z, log_prob
-
-    def forward(self, x: Tensor, y: Tensor | None = None, generator=None) -> HybridLoss:
-        features, z, log_prob = self._hidden_and_latent(x, generator=generator)
-        bpd = -log_prob / (self.num_dims * math.log(2))
-        logits = self.head(features)
-        y = torch.full((len(x),), -1, dtype=torch.int64) if y is None else y
-        y = self._check_targets(y, len(x), logits.device)
-        labelled = y >= 0
-        ce = torch.where(labelled, F.cross_entropy(logits, torch.where(labelled, y, 0), reduction="none"), 0.0)
-        return HybridLoss((bpd + self.lam / math.log(2) * ce).mean(), bpd, ce, logits, y)
-
-    def predict_logits(self, x: Tensor) -> Tensor:
-        with self._evaluating():
-            return self.head(self._hidden_and_latent(x, embed=True)[0])
 
 
 class MixerBaseline(nn.Module):
@@ -134,8 +86,7 @@ def build(text: str, shape: tuple[int, int, int], smoke: bool) -> tuple[C.ModelS
     head = options.pop("head", "latent")
     if smoke:
         options.update(C.SMOKE_OVERRIDES.get(spec.family, {}))
-    cls = {"latent": HybridModel, "hidden": HiddenHeadHybrid}[head]
-    return spec, lam, cls(spec.name, num_classes=10, lam=lam, input_shape=shape, **options)
+    return spec, lam, HybridModel(spec.name, num_classes=10, lam=lam, input_shape=shape, head_input=head, **options)
 
 
 @torch.no_grad()

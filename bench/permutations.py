@@ -8,6 +8,11 @@ pixel order inside patches, ``LocalShuffle`` with patch 4) barely at all, up to 
     python bench/permutations.py                    # global and local, 10 minutes per run
     python bench/permutations.py --shuffles global --datasets mnist
     python bench/permutations.py --smoke
+    python bench/permutations.py --parallel 2       # two runs at a time, one torch thread each
+
+``--parallel 2`` trains two runs at a time in separate processes, one thread each (as
+``bench/time_to_quality.py`` does), so a 10-minute budget is 10 minutes of one core for each run
+and the unshuffled baselines of a ``--parallel 2`` density run (``--threads 1``) match.
 
 The unshuffled numbers come from bench/results/density.json when it holds the same models,
 datasets and budget (``--baseline auto``, the default), else they are measured here too.
@@ -15,6 +20,7 @@ datasets and budget (``--baseline auto``, the default), else they are measured h
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -33,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--baseline", choices=["auto", "rerun"], default="auto",
                    help="auto: unshuffled numbers from density.json when it matches, else rerun")
     p.add_argument("--density-json", default=None, help="default: density.json in --results-dir")
+    p.add_argument("--parallel", type=int, default=1, help="runs trained at a time (one thread each when > 1)")
+    # internal: train only job number ONLY (in a subprocess of --parallel) and print its row as JSON
+    p.add_argument("--only", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     return C.finish_args(args, argv, "permutations")
 
@@ -73,25 +82,38 @@ def deltas(rows: list[dict], shuffles: list[str]) -> list[dict]:
     return out
 
 
+def jobs(args, datasets: list[str], shuffles: list[str], measure_baseline: bool) -> list[tuple[str, str | None, int]]:
+    """(dataset, shuffle, spec index) of every run to train: the shuffled ones, and the unshuffled
+    baselines first when density.json does not hold them."""
+    kinds: list[str | None] = ([None] if measure_baseline else []) + list(shuffles)
+    return [(d, s, i) for s in kinds for d in datasets for i in range(len(args.specs))]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     C.setup(args)
     clock = C.timer()
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     shuffles = [s.strip() for s in args.shuffles.split(",") if s.strip()]
-    rows = baseline_from_density(args, datasets)
-    if rows is None:
-        rows = [r for d in datasets for r in density.run_dataset(args, d, None)]
-    for shuffle in shuffles:
-        for dataset in datasets:
-            rows += density.run_dataset(args, dataset, shuffle)
+    baseline = baseline_from_density(args, datasets)
+    todo = jobs(args, datasets, shuffles, measure_baseline=baseline is None)
+
+    def train_one(args, index: int) -> dict:
+        dataset, shuffle, spec = todo[index]
+        return density.run_one(args, dataset, shuffle, args.specs[spec])
+
+    trained = C.run_jobs(args, argv, __file__, train_one, len(todo))
+    if trained is None:  # one job of a --parallel run
+        return {}
+    rows = (baseline or []) + trained
     changes = deltas(rows, shuffles)
     print(C.markdown_table(
         ["dataset", "model", "unshuffled", *[f"{s} (change)" for s in shuffles]],
         [[d["dataset"], d["model"], C.fmt(d["unshuffled"], 4),
           *[f"{C.fmt(d.get(s), 4)} ({d[f'delta_{s}']:+.4f})" if s in d else "-" for s in shuffles]] for d in changes],
         "ll" + "r" * (1 + len(shuffles))))
-    C.write_results(args, dict(runs=rows, changes=changes, shuffles=shuffles, local_patch=4), clock())
+    C.write_results(args, dict(runs=rows, changes=changes, shuffles=shuffles, local_patch=4,
+                               parallel=args.parallel), clock())
     return dict(runs=rows, changes=changes)
 
 

@@ -27,7 +27,7 @@ TARGET_MNIST = 1.6  # the issue's aim for MixerFlow on MNIST at 10 minutes
 NORMFLOWS_MNIST_10MIN = 2.36  # the issue's reference figure for normflows' Glow
 PLACEHOLDER = "**Likely reason: _(to be written after the full run: budget, epochs seen, model sizes)_.**"
 NOTES = Path(__file__).resolve().parent / "notes.md"
-RUN_ALL = "bench/run_all.sh --minutes 10 --short-minutes 1 --permutation-minutes 3"
+RUN_ALL = "bench/run_all.sh --minutes 10 --short-minutes 1"
 
 SECTIONS = [
     ("density", "1. Density at a fixed CPU budget", "python bench/density.py"),
@@ -252,12 +252,16 @@ def embedding_features(record: dict) -> str:
 
 def hybrid(record: dict, image: str | None, reason: str = PLACEHOLDER) -> str:
     sweep, semi = record["sweep"], record.get("semi_supervised", [])
-    out = [f"{record.get('dataset', 'mnist')}, loss = bits/dim + lambda * CE / ln 2 (lambda = 0: a pure flow, its "
-           "head untrained, chance accuracy by design).\n",
-           markdown_table(["model", "lambda", "test accuracy (%)", "test bits/dim", "test cross-entropy (nats)", "epochs"],
-                          [[f"`{r['model']}`", f"{r['lam']:g}", fmt(100 * r["test_accuracy"], 2),
-                            fmt(r["test_bits_per_dim"], 3), fmt(r["test_cross_entropy"], 4), fmt(r["train"]["epochs"], 2)]
-                           for r in sweep], "lrrrrr")]
+    out = [f"{record.get('dataset', 'mnist')}, loss = bits/dim + lambda * CE / ln 2"
+           + (" (lambda = 0: a pure flow, its head untrained, chance accuracy by design).\n" if sweep else
+              "; a spec's `head_input` says what the linear head reads (default: the flattened latent; hidden: "
+              "the conditioners' hidden units averaged over the rows that share them, from the same pass).\n")]
+    if sweep:
+        out.append(markdown_table(["model", "lambda", "test accuracy (%)", "test bits/dim", "test cross-entropy (nats)",
+                                   "epochs"],
+                                  [[f"`{r['model']}`", f"{r['lam']:g}", fmt(100 * r["test_accuracy"], 2),
+                                    fmt(r["test_bits_per_dim"], 3), fmt(r["test_cross_entropy"], 4),
+                                    fmt(r["train"]["epochs"], 2)] for r in sweep], "lrrrrr"))
     if image:
         out.append(f"\n![accuracy and bits/dim against lambda]({image})\n")
     if semi:
@@ -266,9 +270,11 @@ def hybrid(record: dict, image: str | None, reason: str = PLACEHOLDER) -> str:
                    "training set unlabelled"
                    + (f" (the labelled images repeated to make {share:.0%} of each epoch)" if share else "")
                    + ", against the same model trained on the labelled images alone, same budget.\n")
-        out.append(markdown_table(["model", "labels", "training set", "test accuracy (%)", "test bits/dim"],
+        out.append(markdown_table(["model", "labels", "training set", "test accuracy (%)", "test bits/dim", "epochs"],
                                   [[f"`{r['model']}`", fmt(r["labels"]), r["setting"], fmt(100 * r["test_accuracy"], 2),
-                                    fmt(r["test_bits_per_dim"], 3)] for r in semi], "lrlrr"))
+                                    fmt(r["test_bits_per_dim"], 3), fmt((r.get("train") or {}).get("epochs"), 2)] for r in semi],
+                                  "lrlrrr"))
+    header = len(out)
     out.append("\n**What the numbers say:**\n")
     for model in dict.fromkeys(r["model"] for r in sweep):
         group = sorted((r for r in sweep if r["model"] == model), key=lambda r: r["lam"])
@@ -281,12 +287,14 @@ def hybrid(record: dict, image: str | None, reason: str = PLACEHOLDER) -> str:
                        + (" (the expected trade-off)." if hi["test_bits_per_dim"] >= lo["test_bits_per_dim"]
                           and hi["test_accuracy"] >= lo["test_accuracy"]
                           else f" (not the expected monotone trade-off). {reason}"))
-    for n in dict.fromkeys(r["labels"] for r in semi):
-        pair = {r["setting"]: r for r in semi if r["labels"] == n}
+    for model, n in dict.fromkeys((r["model"], r["labels"]) for r in semi):
+        pair = {r["setting"]: r for r in semi if r["labels"] == n and r["model"] == model}
         if {"semi-supervised", "labelled only"} <= set(pair):
             a, b = pair["semi-supervised"]["test_accuracy"], pair["labelled only"]["test_accuracy"]
-            out.append(f"- {n} labels: {100 * a:.2f}% with the unlabelled images, {100 * b:.2f}% without: "
+            out.append(f"- `{model}`, {n} labels: {100 * a:.2f}% with the unlabelled images, {100 * b:.2f}% without: "
                        + ("the unlabelled images help." if a > b else f"**the unlabelled images do not help here**. {reason}"))
+    if len(out) == header + 1:  # nothing to say: no sweep and no semi-supervised pair
+        out.pop()
     return "\n".join(out)
 
 
@@ -580,6 +588,10 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                     parts += ["", embedding_features(digits)]
             elif name == "hybrid_tradeoff":
                 parts.append(hybrid(record, image(record), reason))
+                for p in sorted(results_dir.glob("hybrid_tradeoff_*.json")):  # longer-budget runs beside it
+                    more = load(results_dir, p.stem)
+                    if more:
+                        parts += ["", f"### {p.stem}", "", provenance(more), "", hybrid(more, image(more), reason)]
             elif name == "ood":
                 parts.append(ood(record, reason))
             elif name == "scaling":

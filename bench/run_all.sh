@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every figure of BENCHMARKS.md, one benchmark after another, then render it.
 #
-#   bench/run_all.sh --minutes 10 --short-minutes 1 --permutation-minutes 3   # what BENCHMARKS.md holds
+#   bench/run_all.sh --minutes 10 --short-minutes 1   # what BENCHMARKS.md holds
 #   bench/run_all.sh                       # full budget: --minutes 10 for every training run
 #   bench/run_all.sh --minutes 3 quality density render      # some sections only
 #   bench/run_all.sh --smoke               # seconds per benchmark; JSON to bench/results/smoke/
@@ -14,11 +14,11 @@
 # is 10 minutes of one core), measuring test bits/dim along the way (time to quality). Every model
 # it trains is saved under runs/bench/, where density, embeddings and ood find it (--reuse): one
 # training run per (model, dataset) serves the density table, the probes and the OOD scores.
-# --short-minutes (default: --minutes) is the budget of every other training run: the lambda
-# sweep and semi-supervised runs; it also caps scaling's timing.
-# --permutation-minutes (default: --short-minutes) is the budget of the shuffled runs and their
-# unshuffled baselines (taken from density when it equals --minutes).
-# At --minutes 10 on 2 cores: quality about 1.2 hours, the rest about 2 (permutations at 3 minutes).
+# --short-minutes (default: --minutes) is the budget of the 1-minute lambda sweep and semi-supervised
+# runs of section 4 (hybrid also reruns the semi-supervised runs at --minutes); it caps scaling's timing.
+# --permutation-minutes (default: --minutes) is the budget of the shuffled runs, two at a time on one
+# thread each; their unshuffled baselines come from density when the budgets agree.
+# At --minutes 10 on 2 cores: quality about 1.2 hours, permutations 45 minutes, the rest about 2 hours.
 # Logs go to runs/bench/logs/.
 #
 # MIXER and GLOW (environment) are the MixerFlow and Glow specs of every section, default the
@@ -37,7 +37,8 @@ THREADS=1
 MIXER=${MIXER:-"mixerflow_wide:lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit"}
 GLOW=${GLOW:-"glow_tiny:lr=3e-3,conditioner_dtype=bfloat16,preprocess=logit"}
 VARIANT=${VARIANT:-"mixerflow_wide:num_layers=3,hidden=112,lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit"}
-MIXER_HIDDEN=${MIXER/mixerflow_wide:/mixerflow_wide:head=hidden,}
+MIXER_HIDDEN=${MIXER/mixerflow_wide:/mixerflow_wide:head=hidden,}        # bench/hybrid_frontier.py's key
+MIXER_HEAD=${MIXER/mixerflow_wide:/mixerflow_wide:head_input=hidden,}     # HybridModel's, for the others
 EXTRA=()
 SECTIONS=()
 while [[ $# -gt 0 ]]; do
@@ -59,7 +60,7 @@ fi
 LOGS=runs/bench/logs
 mkdir -p "$LOGS"
 SHORT=${SHORT:-$MINUTES}
-PERM=${PERM:-$SHORT}
+PERM=${PERM:-$MINUTES}
 COMMON=(--threads "$THREADS" ${EXTRA[@]+"${EXTRA[@]}"})
 MODELS=(--models "$MIXER" "$GLOW" normflows_glow)
 RESULTS=bench/results
@@ -84,13 +85,21 @@ for section in "${SECTIONS[@]}"; do
     # the models quality trained (--reuse); throughput timed in turns
     density) run density "${COMMON[@]}" --minutes "$MINUTES" --reuse "${MODELS[@]}" ;;
     # unshuffled baselines from density.json when the budgets agree, else rerun at the same budget
-    permutations) run permutations "${COMMON[@]}" --minutes "$PERM" --models "$MIXER" "$GLOW" ;;
+    permutations) run permutations ${EXTRA[@]+"${EXTRA[@]}"} --parallel 2 --minutes "$PERM" --models "$MIXER" "$GLOW" ;;
     # Fashion-MNIST and CIFAR-10 models from quality; then the README's main job over four flows
     embeddings) run embeddings "${COMMON[@]}" --minutes "$MINUTES" --reuse --probe-seeds 0,1 "${MODELS[@]}"
       run embedding_features --datasets digits --train-seeds 0,1,2,3 --threads "$THREADS" ${EXTRA[@]+"${EXTRA[@]}"} ;;
-    hybrid|hybrid_tradeoff) run hybrid_tradeoff "${COMMON[@]}" --minutes "$SHORT" --models "$MIXER" ;;
+    hybrid|hybrid_tradeoff) run hybrid_tradeoff "${COMMON[@]}" --minutes "$SHORT" --models "$MIXER"
+      # 100 labels at the full budget: the hidden-unit head with and without the unlabelled images,
+      # the two-stage probe on quality's MNIST flow (--reuse), and the latent head beside them
+      run hybrid_tradeoff ${EXTRA[@]+"${EXTRA[@]}"} --parallel 2 --minutes "$MINUTES" --reuse --lambdas "" \
+        --labels 100 --probe --models "$MIXER_HEAD" --name hybrid_tradeoff_ssl100
+      run hybrid_tradeoff "${COMMON[@]}" --minutes "$MINUTES" --reuse --lambdas "" --labels 100 --semi-runs semi \
+        --models "$MIXER" --name hybrid_tradeoff_ssl100_latent ;;
     frontier) run hybrid_frontier ${EXTRA[@]+"${EXTRA[@]}"} --parallel 2 --minutes "$MINUTES" --dataset mnist \
-      --runs "$MIXER_HIDDEN@1" "$GLOW@1" "$MIXER@1" timm_mixer:lr=2e-3 ;;
+      --runs "$MIXER_HIDDEN@1" "$GLOW@1" "$MIXER@1" timm_mixer:lr=2e-3
+      run hybrid_frontier ${EXTRA[@]+"${EXTRA[@]}"} --parallel 2 --minutes "$MINUTES" --dataset fashionmnist \
+        --runs "$MIXER_HIDDEN@1" "$GLOW@1" --name hybrid_frontier_fashionmnist ;;
     # MNIST / Fashion-MNIST models from quality; the likelihood ratio's reference: a patch flow per dataset
     ood) run ood "${COMMON[@]}" --minutes "$MINUTES" --reuse --test-limit 2000 "${MODELS[@]}" ;;
     scaling) run scaling "${COMMON[@]}" --minutes "$SHORT" ;;   # --minutes caps its timing phase

@@ -98,8 +98,7 @@ class ClassLogits(nn.Module):
         self.model = model
 
     def forward(self, u: Tensor) -> Tensor:
-        z, _ = self.model.backbone(u)
-        return self.model.head(self.model._features(z))
+        return self.model.logits_of_flow_input(u)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from torch import nn
 from .backbones import backbone_description, backbone_family, create_backbone, list_backbones
 from .backbones.options import BackboneOptionError, backbone_option_types, check_backbone_options
 from .backbones.registry import UnknownBackboneError, registered_name
-from .hybrid import HybridModel
+from .hybrid import HEAD_INPUTS, HybridModel
 from .seeding import seeded
 from .training.config import SettingsError, TrainConfig, check_batch_size
 
@@ -70,14 +70,16 @@ def fit_options(name: str, image_shape: tuple[int, int, int], options: dict[str,
 
 
 def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int, lam: float,
-                options: dict[str, Any], pooled: bool = False, seed: int = 0) -> HybridModel:
+                options: dict[str, Any], pooled: bool = False, seed: int = 0,
+                head_input: str | None = None) -> HybridModel:
     """A :class:`HybridModel` on backbone ``name`` whose initial weights depend only on ``seed``.
 
     The weights are drawn under :func:`~hybridflow.seeding.seeded`, so the caller's random state is
     left as it was. At least one class is kept (a pure flow still has a head).
     """
     with seeded(seed):
-        return HybridModel(name, max(1, num_classes), lam=lam, input_shape=image_shape, pooled=pooled, **options)
+        return HybridModel(name, max(1, num_classes), lam=lam, input_shape=image_shape, pooled=pooled,
+                           head_input=head_input, **options)
 
 
 def describe_backbones(pattern: str | None = None, count_params: bool = False) -> list[dict[str, Any]]:
@@ -153,6 +155,12 @@ def check_train_settings(settings: Mapping[str, Any], device: str = "auto") -> d
     name = check_backbone_name(settings["backbone"])
     options = check_backbone_options(name, settings.get("backbone_options") or {})
     _number(settings, "lam", 0.0)
+    head_input = settings.get("head_input")
+    if head_input is not None:
+        if head_input not in HEAD_INPUTS:
+            raise SettingsError(f"training setting head_input must be one of {', '.join(HEAD_INPUTS)}, got {head_input!r}")
+        if settings.get("pooled") and head_input != "pooled":
+            raise SettingsError(f"training settings pooled=true and head_input={head_input!r} contradict each other")
     if settings.get("labelled_fraction") is not None:
         _number(settings, "labelled_fraction", 0.0, 1.0, low_open=True)
     for key in ("limit", "val_limit"):

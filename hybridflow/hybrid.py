@@ -1,8 +1,17 @@
-r"""A hybrid generative classifier: one normalising flow, a linear head on its latent, and the
-joint objective of DESIGN.md.
+r"""A hybrid generative classifier: one normalising flow, a linear head on its latent (or on its
+conditioners' hidden units), and the joint objective of DESIGN.md.
 
 One pass of the flow gives both the density and the prediction: ``z, log p(x) = flow.encode(x)``,
-``logits = W z + b`` (``z`` flattened, or pooled over positions with ``pooled=True``).
+``logits = W f + b``. What the head sees, ``f``, is ``head_input``:
+
+- ``"latent"`` (default): ``z`` flattened;
+- ``"pooled"``: ``z`` averaged over positions (``pooled=True`` says the same);
+- ``"hidden"``: the coupling conditioners' last hidden units in that same pass, averaged over
+  the rows or positions that share each conditioner (MixerFlow: its MLP-Mixer blocks;
+  :func:`~hybridflow.features.recording_hidden_units` with ``pooling="mean"``). The
+  classification loss then trains the conditioners' features directly, not only the latent they
+  produce. (The probes' ``"hidden"`` features add the max: for a head trained with the flow the
+  mean alone measured as accurate, with a better density, and trains about 20% faster.)
 
 The objective, per example ``i`` of a batch of ``B`` integer images::
 
@@ -36,18 +45,35 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import FlowBackbone, bits_per_dim, create_backbone
+from .features import hidden_width, recording_hidden_units
 from .flows import freeze, is_inference_copy
 
-__all__ = ["HybridModel", "HybridLoss", "nalisnick_weight"]
+__all__ = ["HybridModel", "HybridLoss", "HEAD_INPUTS", "nalisnick_weight"]
 
 _LN2 = math.log(2.0)
+
+HEAD_INPUTS = ("latent", "pooled", "hidden")
+"""What a :class:`HybridModel`'s head can read (its ``head_input``)."""
+
+HEAD_POOLING = "mean"
+"""How ``head_input="hidden"`` pools each conditioner's hidden units (see the module docstring)."""
+
+
+def _check_head_input(head_input: str | None, pooled: bool) -> str:
+    if head_input is None:
+        return "pooled" if pooled else "latent"
+    if head_input not in HEAD_INPUTS:
+        raise ValueError(f"unknown head_input {head_input!r}: choose one of {', '.join(HEAD_INPUTS)}")
+    if pooled and head_input != "pooled":
+        raise ValueError(f"pooled=True asks for head_input='pooled', which contradicts head_input={head_input!r}")
+    return head_input
 
 
 def nalisnick_weight(lam: float, num_dims: int) -> float:
@@ -97,7 +123,7 @@ class HybridLoss(NamedTuple):
 
 
 class HybridModel(nn.Module):
-    """A flow backbone with a linear classification head on its latent.
+    """A flow backbone with a linear classification head on its latent or its conditioners' hidden units.
 
     Args:
         backbone: a registered backbone name (see ``list_backbones()``) or a built
@@ -106,7 +132,10 @@ class HybridModel(nn.Module):
         lam: weight ``lambda >= 0`` of the cross-entropy (0 = pure flow; see the module docstring).
         input_shape: ``(C, H, W)`` passed to ``create_backbone`` (name only).
         pooled: put the head on the latent averaged over positions (``backbone.embed(pooled=True)``)
-            instead of the full flattened latent of ``D`` values.
+            instead of the full flattened latent of ``D`` values; short for ``head_input="pooled"``.
+        head_input: what the head reads, one of :data:`HEAD_INPUTS` (see the module docstring);
+            default ``"latent"`` (``"pooled"`` with ``pooled=True``). ``"hidden"`` needs a
+            backbone with MLP or convolutional coupling conditioners (MixerFlow, Glow).
         **backbone_overrides: further ``create_backbone`` keyword arguments (name only).
 
     Evaluation-time methods (``predict_logits``, ``predict_proba``, ``embed``, ``log_prob``,
@@ -120,6 +149,9 @@ class HybridModel(nn.Module):
         >>> model = HybridModel("glow_tiny", num_classes=10, lam=1.0)
         >>> model.config()["backbone"]
         'glow_tiny'
+        >>> HybridModel("mixerflow_tiny", 10, input_shape=(1, 8, 8), patch_size=2, num_layers=2,
+        ...             hidden=8, head_input="hidden").num_features   # 2 layers x 4 couplings x 8 units
+        64
     """
 
     def __init__(
@@ -129,9 +161,11 @@ class HybridModel(nn.Module):
         lam: float = 1.0,
         input_shape: tuple[int, int, int] | None = None,
         pooled: bool = False,
+        head_input: str | None = None,
         **backbone_overrides: Any,
     ) -> None:
         super().__init__()
+        head_input = _check_head_input(head_input, bool(pooled))
         if isinstance(backbone, str):
             if input_shape is not None:
                 backbone_overrides["input_shape"] = tuple(input_shape)
@@ -153,7 +187,7 @@ class HybridModel(nn.Module):
         self.backbone = backbone
         self.num_classes = int(num_classes)
         self.lam = lam
-        self.pooled = bool(pooled)
+        self.head_input = head_input
         self.head = nn.Linear(self.num_features, self.num_classes)
         self._frozen = False
 
@@ -168,8 +202,15 @@ class HybridModel(nn.Module):
         return self.backbone.num_dims
 
     @property
+    def pooled(self) -> bool:
+        """Whether the head reads the latent averaged over positions (``head_input == "pooled"``)."""
+        return self.head_input == "pooled"
+
+    @property
     def num_features(self) -> int:
-        """Length of the embedding the head sees: ``D``, or the pooled size."""
+        """Length of the embedding the head sees: ``D``, the pooled size or the hidden units'."""
+        if self.head_input == "hidden":
+            return hidden_width(self.backbone, HEAD_POOLING)
         if not self.pooled:
             return self.num_dims
         # Pooling is a reshape-and-mean of the latent: no flow pass needed to learn its size.
@@ -213,8 +254,28 @@ class HybridModel(nn.Module):
         return self
 
     # -- the objective ---------------------------------------------------------------------------
-    def _features(self, z: Tensor) -> Tensor:
-        return self.backbone._pool(z) if self.pooled else z.flatten(1)
+    def _head_pass(self, batch: int, run: Callable[[], tuple[Tensor, Tensor | None]],
+                   embedded: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(head features, z, log p)`` of one pass of the flow, ``run()`` returning ``(z, log p)``;
+        ``embedded``: its ``z`` is already the latent head's input (``backbone.embed``)."""
+        if self.head_input != "hidden":
+            z, log_prob = run()
+            features = z if embedded else (self.backbone._pool(z) if self.pooled else z.flatten(1))
+            return features, z, log_prob
+        if self.training and torch.is_grad_enabled() and getattr(self.backbone, "invertible_backprop", False):
+            raise ValueError("head_input='hidden' trains through the conditioners' hidden units, which "
+                             "invertible_backprop does not keep: train without invertible_backprop")
+        with recording_hidden_units(self.backbone, batch, HEAD_POOLING) as units:
+            z, log_prob = run()
+        if not units:
+            raise RuntimeError("head_input='hidden' recorded no hidden units in this pass (a compiled "
+                               "backbone runs without module hooks): use head_input='latent'")
+        return torch.cat(units, 1), z, log_prob
+
+    def logits_of_flow_input(self, u: Tensor) -> Tensor:
+        """Class scores ``(B, K)`` of the continuous flow input ``u`` (dequantised images, as
+        ``backbone(u)`` takes them), differentiable in ``u`` (:mod:`hybridflow.explain`)."""
+        return self.head(self._head_pass(len(u), lambda: (self.backbone(u)[0], None))[0])
 
     def _check_targets(self, y: Tensor, batch: int, device: torch.device) -> Tensor:
         y = torch.as_tensor(y)
@@ -232,13 +293,11 @@ class HybridModel(nn.Module):
         ``None`` for unlabelled; one pass of the flow gives both terms (see the module docstring).
         ``generator`` draws the training-mode dequantisation noise (evaluation mode: each image's
         own seeded noise)."""
-        if self._frozen:
-            with torch.no_grad():  # the backbone is a fixed feature map: keep no graph through it
-                z, log_prob = self.backbone.encode(x, generator=generator)
-        else:
-            z, log_prob = self.backbone.encode(x, generator=generator)
+        with torch.no_grad() if self._frozen else contextlib.nullcontext():
+            # a frozen backbone is a fixed feature map: keep no graph through it
+            features, _, log_prob = self._head_pass(len(x), lambda: self.backbone.encode(x, generator=generator))
         bpd = bits_per_dim(log_prob, self.num_dims)
-        logits = self.head(self._features(z))
+        logits = self.head(features)
         if y is None:
             y = torch.full((len(x),), -1, dtype=torch.int64, device=logits.device)
         y = self._check_targets(y, len(x), logits.device)
@@ -265,9 +324,10 @@ class HybridModel(nn.Module):
             self.train(was_training)
 
     def embed(self, x: Tensor) -> Tensor:
-        """The head's input: the latent (midpoint dequantisation) flattened ``(B, D)`` or pooled."""
+        """The head's input (midpoint dequantisation): the latent flattened ``(B, D)`` or pooled,
+        or the pooled hidden units ``(B, num_features)``."""
         with self._evaluating():
-            return self.backbone.embed(x, pooled=self.pooled)
+            return self._head_pass(len(x), lambda: (self.backbone.embed(x, pooled=self.pooled), None), embedded=True)[0]
 
     def predict_logits(self, x: Tensor) -> Tensor:
         """Class scores ``(B, K)`` of integer images, independent of noise and batch."""
@@ -308,20 +368,37 @@ class HybridModel(nn.Module):
             raise ValueError(f"backbone {type(self.backbone).__name__} was not built by create_backbone, so "
                              "its configuration cannot be stored; rebuild the model yourself and load the weights")
         return _jsonable(dict(backbone=name, num_classes=self.num_classes, lam=self.lam, pooled=self.pooled,
-                              input_shape=list(self.input_shape), backbone_options=dict(options)))
+                              head_input=self.head_input, input_shape=list(self.input_shape),
+                              backbone_options=dict(options)))
+
+    @staticmethod
+    def complete_config(config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with the keys that configs written by older versions lack (``head_input``,
+        which their ``pooled`` implies), so that an old checkpoint's config compares equal to
+        :meth:`config` of the model it rebuilds.
+
+        Example:
+            >>> HybridModel.complete_config({"pooled": True})
+            {'pooled': True, 'head_input': 'pooled'}
+        """
+        if config.get("head_input") is not None:
+            return dict(config)
+        return {**config, "head_input": "pooled" if config.get("pooled") else "latent"}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HybridModel:
         """Build an (untrained) model from :meth:`config`'s output."""
         try:
             options = {k: tuple(v) if isinstance(v, list) else v for k, v in config["backbone_options"].items()}
+            # head_input is absent from configs written before it existed: pooled says it then
             return cls(config["backbone"], num_classes=config["num_classes"], lam=config["lam"],
-                       input_shape=tuple(config["input_shape"]), pooled=config["pooled"], **options)
+                       input_shape=tuple(config["input_shape"]), pooled=config["pooled"],
+                       head_input=config.get("head_input"), **options)
         except KeyError as missing:
             raise ValueError(f"model config lacks the key {missing}") from None
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, lam={self.lam}, pooled={self.pooled}, frozen={self._frozen}"
+        return f"num_classes={self.num_classes}, lam={self.lam}, head_input={self.head_input}, frozen={self._frozen}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -33,7 +33,7 @@ __all__ = ["RECIPE_KEYS", "OOD_RECIPE_KEYS", "RECIPE_KINDS", "RECIPE_META", "SCA
 #: Settings a recipe (or its ``[paper]`` / ``[cpu]`` table) may hold.
 RECIPE_KEYS = {
     "backbone", "dataset", "data_root", "lam", "steps", "batch_size", "lr", "warmup_steps", "grad_clip", "ema_decay",
-    "seed", "limit", "val_limit", "labelled_fraction", "labelled_per_batch", "patches", "shuffle", "shuffle_patch", "shuffle_seed", "size", "pooled",
+    "seed", "limit", "val_limit", "labelled_fraction", "labelled_per_batch", "patches", "shuffle", "shuffle_patch", "shuffle_seed", "size", "pooled", "head_input",
     "backbone_options", "log_every", "eval_every", "checkpoint_every", "betas", "flip", "num_workers", "classes",
 }
 #: Settings an OOD recipe (``kind = "ood"``) may hold: the model to score (``checkpoint``: a run

@@ -26,7 +26,7 @@ __all__ = ["TRAIN_DEFAULTS", "RunFileError", "saved_train_settings", "merge_trai
 #: The settings of a training run that neither a recipe nor an option gave.
 TRAIN_DEFAULTS = dict(backbone="mixerflow", dataset="digits", lam=1.0, steps=500, batch_size=64, lr=1e-3,
                       warmup_steps=0, grad_clip=5.0, ema_decay=None, seed=0, limit=None, val_limit=1000,
-                      labelled_fraction=None, labelled_per_batch=None, shuffle=None, shuffle_patch=4, shuffle_seed=0, size=64, pooled=False,
+                      labelled_fraction=None, labelled_per_batch=None, shuffle=None, shuffle_patch=4, shuffle_seed=0, size=64, pooled=False, head_input=None,
                       log_every=50, eval_every=None, checkpoint_every=None, betas=(0.9, 0.999), data_root=None,
                       flip=False, num_workers=0, classes=None, patches=None)
 
@@ -47,7 +47,7 @@ class RunFileError(ValueError):
 def saved_train_settings(run: Mapping[str, Any], where: str | Path = "the run folder") -> dict[str, Any]:
     """The training settings a run's ``run.json`` (``run``, read from ``where``) holds: those
     ``hybridflow train`` wrote, or, for a run of Python's ``train``, the model's backbone, options,
-    ``lam`` and ``pooled``, the :class:`~hybridflow.training.TrainConfig`'s settings and the data's
+    ``lam``, ``pooled`` and ``head_input``, the :class:`~hybridflow.training.TrainConfig`'s settings and the data's
     name when it has one. ``{}`` for no run. A ``run.json`` that names no model raises
     :class:`RunFileError` saying what is missing.
 
@@ -71,6 +71,8 @@ def saved_train_settings(run: Mapping[str, Any], where: str | Path = "the run fo
     settings = {key: config[key] for key in _FROM_TRAIN_CONFIG if config.get(key) is not None}
     settings.update(backbone=model["backbone"], backbone_options=dict(model["backbone_options"]), lam=model["lam"],
                     pooled=model["pooled"])
+    if model.get("head_input") is not None:  # configs written before head_input existed: pooled says it
+        settings["head_input"] = model["head_input"]
     data = run.get("data") or {}
     if data.get("name"):
         settings.update({setting: data[key] for key, setting in _FROM_DATA.items() if key in data})

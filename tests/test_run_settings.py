@@ -17,6 +17,8 @@ def test_a_python_run_gives_its_model_and_schedule():
     saved = saved_train_settings(PYTHON_RUN)
     assert saved == dict(steps=2, lr=0.01, batch_size=16, backbone="glow_tiny",
                          backbone_options={"hidden": 8, "num_steps": 1}, lam=0.5, pooled=True)
+    hidden = {**PYTHON_RUN, "model": {**PYTHON_RUN["model"], "pooled": False, "head_input": "hidden"}}
+    assert saved_train_settings(hidden)["head_input"] == "hidden"
     named = {**PYTHON_RUN, "data": {"name": "digits", "classes": [0, 1], "shuffle": None, "root": None}}
     assert saved_train_settings(named)["dataset"] == "digits" and saved_train_settings(named)["classes"] == [0, 1]
 

@@ -70,7 +70,10 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
               help="Permute the pixels (the paper's section 5.4).")
 @click.option("--option", "-o", "option_pairs", multiple=True, metavar="KEY=VALUE",
               help="Backbone override, repeatable (e.g. -o patch_size=2 -o hidden=32).")
-@click.option("--pooled", is_flag=True, help="Put the classifier head on the pooled latent.")
+@click.option("--pooled", is_flag=True, help="Put the classifier head on the pooled latent (--head-input pooled).")
+@click.option("--head-input", type=click.Choice(["latent", "pooled", "hidden"]), default=None,
+              help="What the classifier head reads: the flattened latent (default), the latent pooled over "
+                   "positions, or the coupling conditioners' hidden units from the same pass (hidden).")
 @click.option("--flip/--no-flip", default=TRAIN_DEFAULTS["flip"],
               help="Mirror each training image left-right with probability 1/2 (as Glow trains CIFAR-10).")
 @click.option("--workers", "num_workers", type=click.IntRange(min=0), default=TRAIN_DEFAULTS["num_workers"],

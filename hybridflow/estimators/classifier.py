@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..backbones.density import parameter_dtype_device
 from ..data import check_image_shape
+from ..hybrid import HEAD_INPUTS
 from ..training import TrainConfig, resolve_device
 from .fitting import build_classifier_model, default_threads, thread_limit, train_model
 from .inference import INFERENCE_DTYPES, build_inference_model, model_outputs
@@ -64,6 +65,9 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         scaling: ``"auto"``, ``"pixels"`` (input must be pixels, as for ``as_images``),
             ``"feature"`` (per-feature min-max to 0..255) or ``"global"`` (one min-max).
         pooled: put the head on the latent averaged over positions instead of all of it.
+        head_input: what the head reads: ``"latent"``, ``"pooled"`` or ``"hidden"`` (the
+            conditioners' pooled hidden units, see :class:`~hybridflow.HybridModel`); ``None``
+            follows ``pooled``. :meth:`transform` returns what the head reads.
         unlabelled: the label that marks unlabelled examples (-1 by scikit-learn's convention;
             a string such as ``"?"`` for string labels); ``None``: every label is a class.
         inference_dtype: ``"float64"`` (default) evaluates a float64 copy of the model, so a
@@ -134,6 +138,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         image_shape: tuple[int, int, int] | None = None,
         scaling: str = "auto",
         pooled: bool = False,
+        head_input: str | None = None,
         unlabelled: Any = -1,
         inference_dtype: str = "float64",
         train_kwargs: dict[str, Any] | None = None,
@@ -155,6 +160,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         self.image_shape = image_shape
         self.scaling = scaling
         self.pooled = pooled
+        self.head_input = head_input
         self.unlabelled = unlabelled
         self.inference_dtype = inference_dtype
         self.train_kwargs = train_kwargs
@@ -172,6 +178,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         "batch_size": [Interval(Integral, 2, None, closed="left")],  # the conditioners' BatchNorm needs 2
         "lr": [Interval(Real, 0, None, closed="neither")], "warm_start": ["boolean"],
         "image_shape": [None, tuple, list], "scaling": [StrOptions(set(SCALINGS))], "pooled": ["boolean"],
+        "head_input": [None, StrOptions(set(HEAD_INPUTS))],
         "unlabelled": "no_validation",  # any hashable label, or None
         "inference_dtype": [StrOptions(set(INFERENCE_DTYPES))], "train_kwargs": [None, dict],
         "device": [str, torch.device], "random_state": ["random_state"], "verbose": ["verbose"],
@@ -232,7 +239,8 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         (or ``"pretrained:<name>"``), no training: pixel input of the model's shape, ``classes``
         (sorted, default ``0..K-1``) in the head's order; ``X_fit`` (in-distribution images) sets
         the reject threshold (:meth:`fit_reject`). ``params`` are constructor arguments; the
-        architecture's (``backbone``, ``backbone_kwargs``, ``lam``, ``pooled``) come from the model.
+        architecture's (``backbone``, ``backbone_kwargs``, ``lam``, ``pooled``, ``head_input``) come
+        from the model.
 
         Example:
             >>> clf = HybridFlowClassifier.from_model("pretrained:mnist-hybrid", device="cpu")
@@ -248,7 +256,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
                             f"got {type(model).__name__}")
         options = {k: v for k, v in options.items() if k != "input_shape"}
         clf = cls(backbone=model.backbone.name, backbone_kwargs=options, lam=model.lam, pooled=model.pooled,
-                  **params)
+                  head_input=getattr(model, "head_input", None), **params)
         clf._check_params()
         labels = np.arange(model.num_classes) if classes is None else np.asarray(classes)
         if labels.shape != (model.num_classes,) or not np.array_equal(np.unique(labels), labels):
@@ -286,7 +294,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
     def _new_model(self) -> None:
         self.model_ = build_classifier_model(self.backbone, len(self.classes_), self.image_shape_,
                                              seed=self._base_seed(), lam=self.lam, pooled=self.pooled,
-                                             backbone_kwargs=self.backbone_kwargs)
+                                             head_input=self.head_input, backbone_kwargs=self.backbone_kwargs)
         self.n_iter_ = 0
         self.history_ = []
 
@@ -350,8 +358,9 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         return self.classes_[logits.argmax(axis=1)]
 
     def transform(self, X: Any) -> np.ndarray:
-        """Embeddings: the head's input, the latent ``z`` flattened ``(n_samples, C*H*W)`` or
-        pooled (``pooled=True``), with midpoint dequantisation (deterministic)."""
+        """Embeddings: the head's input, the latent ``z`` flattened ``(n_samples, C*H*W)``, pooled
+        (``pooled=True``) or the conditioners' pooled hidden units (``head_input="hidden"``), with
+        midpoint dequantisation (deterministic)."""
         return self._evaluate(X, features=True)["features"]
 
     @property

@@ -97,14 +97,14 @@ def threads_of_estimator(method: Callable) -> Callable:
 
 
 def build_classifier_model(backbone: str, num_classes: int, image_shape: tuple[int, int, int], seed: int,
-                           lam: float = 1.0, pooled: bool = False,
+                           lam: float = 1.0, pooled: bool = False, head_input: str | None = None,
                            backbone_kwargs: dict[str, Any] | None = None) -> HybridModel:
     """A new :class:`~hybridflow.hybrid.HybridModel` whose initial weights are a function of
     ``seed``; a MixerFlow without an explicit ``patch_size`` whose default patch does not divide
     ``image_shape`` gets the largest side <= 4 that does (1 for tabular rows)."""
     kwargs = dict(backbone_kwargs or {})  # copied: a parameter is never modified
     make = lambda **kw: HybridModel(backbone, num_classes, lam=float(lam), input_shape=image_shape,  # noqa: E731
-                                    pooled=bool(pooled), **kw)
+                                    pooled=bool(pooled), head_input=head_input, **kw)
     with seeded(seed):  # the initial weights are a function of random_state
         try:
             return make(**kwargs)

@@ -65,6 +65,7 @@ def resume_from(resume: PathLike, model: HybridModel, optimizer: torch.optim.Opt
     directory = find_checkpoint(resume)
     saved = load_training_state(directory)
     _, model_config, weights = load_model_parts(directory)
+    model_config = HybridModel.complete_config(model_config) if isinstance(model_config, dict) else model_config
     try:
         current = model.config()
     except ValueError:

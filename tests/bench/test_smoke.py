@@ -289,6 +289,49 @@ def test_time_to_quality_finds_the_crossing(smoke):
 
 @slow
 @needs_data
+def test_semi_supervised_runs_in_parallel_beside_the_probe_baseline(smoke):
+    import hybrid_tradeoff
+
+    record = hybrid_tradeoff.main(_argv(smoke, _checkpoints(smoke), "--reuse", "--lambdas", "", "--labels", "20", "--probe",
+                                        "--parallel", "2", "--name", "hybrid_tradeoff_ssl",
+                                        "--models", "mixerflow_tiny", "mixerflow_tiny:head_input=hidden"))
+    rows = record["semi_supervised"]
+    assert record["sweep"] == [] and record["parallel"] == 2
+    assert sorted((r["model"], r["setting"]) for r in rows if r["setting"] in ("semi-supervised", "labelled only")) == \
+        sorted((m, s) for m in ("mixerflow_tiny", "mixerflow_tiny:head_input=hidden")
+               for s in ("semi-supervised", "labelled only"))
+    probes = {r["setting"].split(" + ")[0]: r for r in rows if "probe" in r["setting"]}
+    assert set(probes) == {"flow features", "raw pixels"}  # one probe: both specs share the pure flow
+    assert probes["flow features"]["model"] == "mixerflow_tiny" and probes["flow features"]["train"]["reused"]
+    for r in rows:
+        assert 0 <= r["test_accuracy"] <= 1 and r["labels"] == 20
+    import render
+
+    text = render.hybrid(json.loads((smoke / "hybrid_tradeoff_ssl.json").read_text()), None)
+    assert "head_input" in text and "lambda = 0: a pure flow" not in text  # no sweep: no sweep table
+    assert text.count("| `mixerflow_tiny:head_input=hidden` | 20 |") == 2 and "raw pixels + linear probe" in text
+
+
+def _checkpoints(results: Path) -> Path:
+    """The checkpoint folder of the smoke fixture's runs (its --checkpoint-dir)."""
+    return Path(json.loads((results / "density.json").read_text())["settings"]["checkpoint_dir"])
+
+
+@slow
+@needs_data
+def test_permutations_in_parallel_train_every_shuffle(tmp_path):
+    import permutations
+
+    record = permutations.main(_argv(tmp_path, tmp_path / "checkpoints", "--datasets", "mnist", "--parallel", "2",
+                                     "--models", "mixerflow_tiny", "glow_tiny"))
+    assert sorted((r["shuffle"], r["model"]) for r in record["runs"]) == \
+        sorted((s, m) for s in ("none", "global", "local") for m in ("mixerflow_tiny", "glow_tiny"))
+    assert all(r["train"]["steps"] == 5 for r in record["runs"])
+    assert {c["model"] for c in record["changes"]} == {"mixerflow_tiny", "glow_tiny"}
+
+
+@slow
+@needs_data
 def test_hybrid_frontier_scores_hybrids_and_the_baseline(smoke):
     record = _load(smoke, "hybrid_frontier")
     heads = {r["run"]: r["head"] for r in record["runs"]}

@@ -69,6 +69,14 @@ class FoldedMLP(nn.Module):
         return tuple(buffers[key] for key in (f"{name}_0", f"{name}_1") if key in buffers)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.hidden_units(x))
+
+    def output(self, a: Tensor) -> Tensor:
+        """The output layer on the hidden units ``a``."""
+        return fused_linear(a, *self._get("head"))
+
+    def hidden_units(self, x: Tensor) -> Tensor:
+        """``GELU(BN3(h_n))``: the live conditioner's last hidden activations (its ``head[1]``)."""
         a = fused_linear(x, *self._get("first"), gelu=True)
         if self.num_inner:
             h = fused_linear(x, *self._get("stem")) if self.has_stem else None
@@ -81,7 +89,7 @@ class FoldedMLP(nn.Module):
                 a = fused_linear(torch.cat([b, x], dim=-1), *self._get("last"), gelu=True)
             else:
                 a = F.gelu(linear_add(b, *self._get("last"), h * self._buffers["head_scale_0"]))
-        return fused_linear(a, *self._get("head"))
+        return a
 
 
 def _batch_norm_affine(norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor] | None:

@@ -107,6 +107,9 @@ class FoldedConditioner(nn.Module):
         self.folded = folded
         self.input_bound = mlp.input_bound
         self.compute_dtype = mlp.compute_dtype
+        # Where the hidden units GELU(BN(h)) before the output layer pass: a hook on it reads them
+        # as on the live conditioner's ``head[1]`` (a hybrid head on them, hybridflow.features).
+        self.hidden_tap = nn.Identity()
         self._lowered: list[nn.Module] = []  # a list: not a submodule, so not moved or saved with the weights
         self._lower()
 
@@ -132,4 +135,7 @@ class FoldedConditioner(nn.Module):
         if self.input_bound is not None:
             x = torch.sigmoid(x * (2.0 / self.input_bound)) - 0.5  # not in place: input gradients need it
         h = x.reshape(-1, x.shape[-1]).to(dtype)
-        return net(h).reshape(*x.shape[:-1], -1).to(x.dtype)
+        if not self.hidden_tap._forward_hooks:  # the usual case: one fused call
+            return net(h).reshape(*x.shape[:-1], -1).to(x.dtype)
+        out = net.output(self.hidden_tap(net.hidden_units(h)))
+        return out.reshape(*x.shape[:-1], -1).to(x.dtype)
