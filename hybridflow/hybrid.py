@@ -52,29 +52,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import FlowBackbone, bits_per_dim, create_backbone
-from .features import hidden_width, recording_hidden_units
+from .features import hidden_width
+from .head_input import HEAD_INPUTS, HEAD_POOLING, check_head_input, hidden_units_of_pass
 from .flows import freeze, is_inference_copy
 
 __all__ = ["HybridModel", "HybridLoss", "HEAD_INPUTS", "nalisnick_weight"]
 
 _LN2 = math.log(2.0)
-
-HEAD_INPUTS = ("latent", "pooled", "hidden")
-"""What a :class:`HybridModel`'s head can read (its ``head_input``)."""
-
-HEAD_POOLING = "mean"
-"""How ``head_input="hidden"`` pools each conditioner's hidden units (see the module docstring)."""
-
-
-def _check_head_input(head_input: str | None, pooled: bool) -> str:
-    if head_input is None:
-        return "pooled" if pooled else "latent"
-    if head_input not in HEAD_INPUTS:
-        raise ValueError(f"unknown head_input {head_input!r}: choose one of {', '.join(HEAD_INPUTS)}")
-    if pooled and head_input != "pooled":
-        raise ValueError(f"pooled=True asks for head_input='pooled', which contradicts head_input={head_input!r}")
-    return head_input
-
 
 def nalisnick_weight(lam: float, num_dims: int) -> float:
     """Nalisnick et al.'s density weight ``a`` for our ``lam``: ``a = 1 / (lam * D)``
@@ -165,7 +149,7 @@ class HybridModel(nn.Module):
         **backbone_overrides: Any,
     ) -> None:
         super().__init__()
-        head_input = _check_head_input(head_input, bool(pooled))
+        head_input = check_head_input(head_input, bool(pooled))
         if isinstance(backbone, str):
             if input_shape is not None:
                 backbone_overrides["input_shape"] = tuple(input_shape)
@@ -262,15 +246,8 @@ class HybridModel(nn.Module):
             z, log_prob = run()
             features = z if embedded else (self.backbone._pool(z) if self.pooled else z.flatten(1))
             return features, z, log_prob
-        if self.training and torch.is_grad_enabled() and getattr(self.backbone, "invertible_backprop", False):
-            raise ValueError("head_input='hidden' trains through the conditioners' hidden units, which "
-                             "invertible_backprop does not keep: train without invertible_backprop")
-        with recording_hidden_units(self.backbone, batch, HEAD_POOLING) as units:
-            z, log_prob = run()
-        if not units:
-            raise RuntimeError("head_input='hidden' recorded no hidden units in this pass (a compiled "
-                               "backbone runs without module hooks): use head_input='latent'")
-        return torch.cat(units, 1), z, log_prob
+        units, (z, log_prob) = hidden_units_of_pass(self.backbone, batch, run, training=self.training)
+        return units, z, log_prob
 
     def logits_of_flow_input(self, u: Tensor) -> Tensor:
         """Class scores ``(B, K)`` of the continuous flow input ``u`` (dequantised images, as

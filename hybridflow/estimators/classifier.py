@@ -64,10 +64,9 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         image_shape: ``(C, H, W)`` of flattened 2-D input (see the module docstring).
         scaling: ``"auto"``, ``"pixels"`` (input must be pixels, as for ``as_images``),
             ``"feature"`` (per-feature min-max to 0..255) or ``"global"`` (one min-max).
-        pooled: put the head on the latent averaged over positions instead of all of it.
-        head_input: what the head reads: ``"latent"``, ``"pooled"`` or ``"hidden"`` (the
-            conditioners' pooled hidden units, see :class:`~hybridflow.HybridModel`); ``None``
-            follows ``pooled``. :meth:`transform` returns what the head reads.
+        pooled: put the head on the latent averaged over positions (``head_input="pooled"``).
+        head_input: ``"latent"``, ``"pooled"`` or ``"hidden"`` (conditioners' hidden units): what the
+            head, and :meth:`transform`, read (:class:`~hybridflow.HybridModel`); ``None``: ``pooled``.
         unlabelled: the label that marks unlabelled examples (-1 by scikit-learn's convention;
             a string such as ``"?"`` for string labels); ``None``: every label is a class.
         inference_dtype: ``"float64"`` (default) evaluates a float64 copy of the model, so a
@@ -137,8 +136,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         warm_start: bool = False,
         image_shape: tuple[int, int, int] | None = None,
         scaling: str = "auto",
-        pooled: bool = False,
-        head_input: str | None = None,
+        pooled: bool = False, head_input: str | None = None,
         unlabelled: Any = -1,
         inference_dtype: str = "float64",
         train_kwargs: dict[str, Any] | None = None,
@@ -159,8 +157,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         self.warm_start = warm_start
         self.image_shape = image_shape
         self.scaling = scaling
-        self.pooled = pooled
-        self.head_input = head_input
+        self.pooled, self.head_input = pooled, head_input
         self.unlabelled = unlabelled
         self.inference_dtype = inference_dtype
         self.train_kwargs = train_kwargs
@@ -239,8 +236,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         (or ``"pretrained:<name>"``), no training: pixel input of the model's shape, ``classes``
         (sorted, default ``0..K-1``) in the head's order; ``X_fit`` (in-distribution images) sets
         the reject threshold (:meth:`fit_reject`). ``params`` are constructor arguments; the
-        architecture's (``backbone``, ``backbone_kwargs``, ``lam``, ``pooled``, ``head_input``) come
-        from the model.
+        architecture's (``backbone``, ``backbone_kwargs``, ``lam``, ``head_input``) come from the model.
 
         Example:
             >>> clf = HybridFlowClassifier.from_model("pretrained:mnist-hybrid", device="cpu")
@@ -358,9 +354,8 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         return self.classes_[logits.argmax(axis=1)]
 
     def transform(self, X: Any) -> np.ndarray:
-        """Embeddings: the head's input, the latent ``z`` flattened ``(n_samples, C*H*W)``, pooled
-        (``pooled=True``) or the conditioners' pooled hidden units (``head_input="hidden"``), with
-        midpoint dequantisation (deterministic)."""
+        """Embeddings: the head's input (the latent flattened ``(n_samples, C*H*W)``, pooled, or the
+        conditioners' hidden units; see ``head_input``), with midpoint dequantisation (deterministic)."""
         return self._evaluate(X, features=True)["features"]
 
     @property
