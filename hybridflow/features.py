@@ -97,19 +97,19 @@ def _backbone(model: Any) -> Any:
     return backbone
 
 
-def _hidden_taps(backbone: nn.Module) -> list[tuple[nn.Module, Callable[[Any], Tensor]]]:
-    """``(module, hidden_of(output))`` for each conditioner's last hidden layer, live or in an
+def _hidden_taps(backbone: nn.Module) -> list[tuple[nn.Module, Callable[[Any], Tensor], int]]:
+    """``(module, hidden_of(output), width)`` for each conditioner's last hidden layer, live or in an
     inference copy (a folded MLP conditioner passes its hidden units through ``hidden_tap``)."""
     from .flows.inference.frozen import FoldedConditioner
 
-    taps: list[tuple[nn.Module, Callable[[Any], Tensor]]] = []
+    taps: list[tuple[nn.Module, Callable[[Any], Tensor], int]] = []
     for module in backbone.modules():
         if isinstance(module, ResidualMLP):  # head = BN, GELU, Linear: the GELU's output
-            taps.append((module.head[1], lambda out: out))
+            taps.append((module.head[1], lambda out: out, module.head[2].in_features))
         elif isinstance(module, FoldedConditioner):
-            taps.append((module.hidden_tap, lambda out: out))
+            taps.append((module.hidden_tap, lambda out: out, module.folded.head_0.shape[1]))
         elif isinstance(module, ConvConditioner):  # ReLU(ActNorm(conv1x1)); ActNorm returns (y, logdet)
-            taps.append((module.norm_mid, lambda out: torch.relu(out[0])))
+            taps.append((module.norm_mid, lambda out: torch.relu(out[0]), module.conv_mid.out_channels))
     if not taps:
         raise ValueError(f"{type(backbone).__name__} has no MLP or convolutional coupling conditioner whose "
                          "hidden units could be read: use features='latent' or 'depths'")
@@ -132,18 +132,7 @@ def hidden_width(backbone: nn.Module, pooling: str = "mean+max") -> int:
         >>> hidden_width(create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2, num_layers=2, hidden=8))
         128
     """
-    from .flows.inference.frozen import FoldedConditioner
-
-    width = 0
-    for module in backbone.modules():
-        if isinstance(module, ResidualMLP):
-            width += module.head[2].in_features
-        elif isinstance(module, FoldedConditioner):
-            width += module.folded.head_0.shape[1]
-        elif isinstance(module, ConvConditioner):
-            width += module.conv_mid.out_channels
-    if not width:
-        _hidden_taps(backbone)  # raises, naming the backbone
+    width = sum(tap[2] for tap in _hidden_taps(backbone))
     return width * (2 if _check_pooling(pooling) == "mean+max" else 1)
 
 
@@ -175,7 +164,7 @@ def recording_hidden_units(backbone: nn.Module, batch: int, pooling: str = "mean
     units: list[Tensor] = []
     hooks = [module.register_forward_hook(
         lambda m, i, out, f=hidden_of: units.append(_pool_hidden(f(out), batch, with_max)))
-        for module, hidden_of in _hidden_taps(backbone)]
+        for module, hidden_of, _ in _hidden_taps(backbone)]
     try:
         yield units
     finally:
