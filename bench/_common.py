@@ -52,6 +52,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import _comparators  # noqa: E402
+from _pseudo_labels import PseudoLabelHybrid  # noqa: E402
 from hybridflow.backbones import backbone_family  # noqa: E402
 from hybridflow.backbones.density import parameter_dtype_device  # noqa: E402
 from hybridflow.data import ImageData, load_dataset  # noqa: E402
@@ -233,6 +234,8 @@ class ModelSpec:
 
 
 def _value(text: str) -> Any:
+    if "|" in text:  # a list: patch_sizes=4|7
+        return [_value(t.strip()) for t in text.split("|")]
     lowered = text.lower()
     if lowered in ("none", "null"):
         return None
@@ -323,13 +326,20 @@ class PixelFlow(nn.Module):
 def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], smoke: bool = False, lam: float = 0.0,
                 num_classes: int = 10) -> nn.Module:
     """A :class:`HybridModel` (our backbones: so it checkpoints, and ``lam`` > 0 trains its head)
-    or a :class:`PixelFlow` around normflows' Glow."""
+    or a :class:`PixelFlow` around normflows' Glow. The spec keys ``pseudo_labels=<threshold>``
+    and ``translate=<pixels>`` train a :class:`PseudoLabelHybrid` (bench/_pseudo_labels.py)."""
     options = dict(spec.options)
     if smoke:
         options.update(SMOKE_OVERRIDES.get(spec.family, {}))
     if spec.name == REFERENCE:
         return PixelFlow(_comparators.NormflowsGlow(tuple(input_shape), **options), input_shape)
-    return HybridModel(spec.name, num_classes=num_classes, lam=lam, input_shape=tuple(input_shape), **options)
+    threshold, max_shift = options.pop("pseudo_labels", None), options.pop("translate", 2)
+    if threshold is None:
+        return HybridModel(spec.name, num_classes=num_classes, lam=lam, input_shape=tuple(input_shape), **options)
+    # spec keys pseudo_labels=<threshold>, translate=<pixels>: bench/_pseudo_labels.py
+    model = PseudoLabelHybrid(spec.name, num_classes=num_classes, lam=lam, input_shape=tuple(input_shape), **options)
+    model.threshold, model.max_shift = float(threshold), int(max_shift)
+    return model
 
 
 def backbone_params(model: nn.Module) -> int:

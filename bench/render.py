@@ -442,7 +442,8 @@ def time_to_quality(records: list[dict], images: list[str]) -> str:
     for rec in records:
         summary, parallel = rec["summary"], rec.get("parallel", 1)
         threads = "one torch thread each, two runs at a time" if parallel > 1 else "all threads, one run at a time"
-        lines += [f"{rec['dataset']}: target {summary['target_bits_per_dim']:.3f} bits/dim, the final figure of "
+        name = Path(rec["plot"]).stem if rec.get("plot") else rec["dataset"]  # the --name: which run this is
+        lines += [f"**{name}**, {rec['dataset']}: target {summary['target_bits_per_dim']:.3f} bits/dim, the final figure of "
                   f"`{summary['target_model']}` ({threads}; curve on {rec['runs'][0]['curve_examples']:,} test "
                   f"images every {rec.get('every', 30):g} s of training, final figure on the full test set)", "",
                   "| model | params | test bits/dim at the end | steps | epochs | train img/s | minutes to target |",

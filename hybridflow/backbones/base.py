@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 
 from ..flows import (
-    CONDITIONER_DTYPES, AffineCoupling, Centre, Conditioner, Flow, check_pixels, dequantize, freeze, is_inference_copy,
-    quantize,
+    CONDITIONER_DTYPES, DEQUANTIZATIONS, AffineCoupling, Centre, Conditioner, Flow, VariationalDequantizer, check_pixels,
+    freeze, is_inference_copy, quantize,
 )
 from ..flows.preprocess import NoiseKind
-from .density import bits_per_dim, integer_log_prob, parameter_dtype_device
+from .density import bits_per_dim, dequantize_for, integer_log_prob, parameter_dtype_device
 
 __all__ = ["FlowBackbone"]
 
@@ -59,6 +59,8 @@ class FlowBackbone(Flow):
         super().__init__()
         self.input_shape = _check_input_shape(input_shape)
         self.preprocess = preprocess if preprocess is not None else Centre()
+        # q(v | x) of dequantization="variational" (hybridflow.flows.dequantization), else None
+        self.dequantizer: VariationalDequantizer | None = None
 
     # -- the flow itself ------------------------------------------------------------------
     def _body_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -152,12 +154,20 @@ class FlowBackbone(Flow):
         self.compiled_couplings = bool(enabled)
         return self
 
-    def _record_options(self, preprocess: str, conditioner_dtype: str, compile_couplings: bool = False) -> None:
-        """After a subclass has set ``self.config``: note the non-default preprocessing there (the
-        default stays out, so old configs are unchanged), apply the conditioner precision and,
-        if asked, compile the couplings for training (a run option, kept out of ``config``)."""
+    def _record_options(self, preprocess: str, conditioner_dtype: str, compile_couplings: bool = False,
+                        dequantization: str = "uniform") -> None:
+        """After a subclass has set ``self.config``: note the non-default preprocessing and
+        dequantisation there (defaults stay out, so old configs are unchanged), build the
+        variational dequantiser if asked (after the body: a uniform model draws the same weights
+        as before), apply the conditioner precision and, if asked, compile the couplings for
+        training (a run option, kept out of ``config``)."""
         if preprocess != "centre":
             self.config["preprocess"] = preprocess
+        if dequantization not in DEQUANTIZATIONS:
+            raise ValueError(f"dequantization must be one of {DEQUANTIZATIONS}, got {dequantization!r}")
+        if dequantization == "variational":
+            self.dequantizer = VariationalDequantizer(self.input_shape)
+            self.config["dequantization"] = dequantization
         self.set_conditioner_dtype(conditioner_dtype)
         if compile_couplings:
             self.set_compiled_couplings(True)
@@ -167,12 +177,13 @@ class FlowBackbone(Flow):
 
         ``noise="uniform"`` draws fresh noise from ``generator`` in training mode and uses each
         image's own evaluation noise (seeded with ``eval_seed``) in evaluation mode, so an
-        image's ``log_prob`` depends neither on the call nor on the rest of its batch.
+        image's ``log_prob`` depends neither on the call nor on the rest of its batch. A variational
+        dequantiser maps that noise through its ``q(v | x)`` (except the midpoint).
         """
         kind = self._noise_kind(noise)
         dtype, device = self._dtype_device()
-        return dequantize(check_pixels(x, self.input_shape), noise=kind, generator=generator, seed=self.eval_seed,
-                          dtype=dtype, device=device)
+        return dequantize_for(self, check_pixels(x, self.input_shape), kind, self.eval_seed, generator, dtype,
+                              device)[0]
 
     def _noise_kind(self, noise: NoiseKind) -> NoiseKind:
         """``"uniform"`` means fresh noise in training and each image's own seeded noise in evaluation."""

@@ -12,7 +12,9 @@ on a continuous input (attributions differentiate in ``u``).
 
 Noise: in training, fresh uniform noise from a passed generator; in evaluation, each image's
 own deterministic noise (:func:`~hybridflow.flows.evaluation_noise`), seeded with the model's
-``eval_seed``; for embeddings, the midpoint ``0.5``.
+``eval_seed``; for embeddings, the midpoint ``0.5``. A backbone built with
+``dequantization="variational"`` maps the draw through its ``q(v | x)`` and the bound subtracts
+``log q(v | x)`` (:mod:`~hybridflow.flows.dequantization`).
 
 Example:
     >>> import math, torch
@@ -29,10 +31,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..flows import NUM_BINS, check_pixels, dequantize
+from ..flows import NUM_BINS, check_pixels, dequantize, noise_draw
 from ..flows.preprocess import NoiseKind
 
-__all__ = ["bits_per_dim", "integer_log_prob", "log_prob_from_latent", "standard_normal_log_prob"]
+__all__ = ["bits_per_dim", "dequantize_for", "integer_log_prob", "log_prob_from_latent", "standard_normal_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
 _LN2 = math.log(2.0)
@@ -61,10 +63,27 @@ def integer_log_prob(flow: nn.Module, pixels: Tensor, input_shape: tuple[int, in
     ``generator``: see :func:`~hybridflow.flows.dequantize`) in the flow's dtype and device, run
     ``flow(u) -> (z, logdet)`` and return ``(z, log p(x))``, ``log p(x)`` in nats per image."""
     dtype, device = parameter_dtype_device(flow)
-    u = dequantize(check_pixels(pixels, input_shape), noise=noise, generator=generator, seed=seed, dtype=dtype,
-                   device=device)
+    pixels = check_pixels(pixels, input_shape)
+    u, log_q = dequantize_for(flow, pixels, noise, seed, generator, dtype, device)
     z, logdet = flow(u)
-    return z, log_prob_from_latent(z, logdet, math.prod(input_shape))
+    log_prob = log_prob_from_latent(z, logdet, math.prod(input_shape))
+    return z, (log_prob if log_q is None else log_prob - log_q)
+
+
+def dequantize_for(flow: nn.Module, pixels: Tensor, noise: NoiseKind = "evaluation", seed: int = 0,
+                   generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                   device: torch.device | None = None) -> tuple[Tensor, Tensor | None]:
+    """``(u, log q(v | x))`` of checked integer ``pixels`` for ``flow``: with a variational
+    dequantiser (``flow.dequantizer``, :mod:`~hybridflow.flows.dequantization`) the noise draw goes
+    through ``q`` and ``log q`` per image comes back, to subtract from the bound; otherwise
+    ``u = (x + noise) / 256`` and ``None``. The midpoint (embeddings) never goes through ``q``."""
+    dequantizer = getattr(flow, "dequantizer", None)
+    if dequantizer is None or noise == "midpoint":
+        return dequantize(pixels, noise=noise, generator=generator, seed=seed, dtype=dtype, device=device), None
+    draw = noise_draw(pixels, noise, generator, seed).to(device=device, dtype=dtype)
+    moved = pixels.to(device=device)
+    v, log_q = dequantizer(moved, draw)
+    return (moved.to(dtype) + v) / NUM_BINS, log_q
 
 
 def parameter_dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:

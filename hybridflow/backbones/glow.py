@@ -129,12 +129,14 @@ class Glow(FlowBackbone):
             pass rebuilds them by inverting each step (memory flat in the number of steps; see
             :mod:`~hybridflow.flows.invertible_backprop`). A run option, not stored in
             ``config``; also a settable attribute.
+        dequantization: ``"uniform"`` or ``"variational"`` (a learnt ``q(v | x)``, see
+            :mod:`~hybridflow.flows.dequantization`).
     """
 
     def __init__(self, input_shape: tuple[int, int, int], num_levels: int = 3, num_steps: int = 32,
                  hidden: int = 512, coupling: str = "affine", conditioner_dtype: str = "float32",
                  preprocess: str = "centre", compile_couplings: bool = False, invertible_backprop: bool = False,
-                 **coupling_options) -> None:
+                 dequantization: str = "uniform", **coupling_options) -> None:
         super().__init__(input_shape, make_preprocess(preprocess))
         c, h, w = self.input_shape
         if num_levels < 1 or num_steps < 1 or hidden < 1:
@@ -147,7 +149,7 @@ class Glow(FlowBackbone):
         self.config = dict(num_levels=num_levels, num_steps=num_steps, hidden=hidden)
         if coupling != "affine":  # keep the affine config exactly as before
             self.config.update(coupling=coupling, **coupling_options)
-        self._record_options(preprocess, conditioner_dtype, compile_couplings)
+        self._record_options(preprocess, conditioner_dtype, compile_couplings, dequantization)
         self.invertible_backprop = invertible_backprop
 
     @property

@@ -8,6 +8,8 @@ conditioner makes the layer the identity), bounded in ``[exp(-c), exp(c)]`` in b
 neither ``forward`` nor ``inverse`` can overflow or divide by zero after a bad step) and smooth
 everywhere (unlike a hard clamp, it never cuts the gradient off). Glow's ``sigmoid(raw + 2)`` can
 only shrink and is not the identity at zero; a raw ``exp`` is the classic source of NaNs.
+``scale="sigmoid2"`` is Jet's (Kolesnikov et al., 2024) ``2 * sigmoid(raw)``: the identity at
+zero too, in ``(0, 2)``, so it can shrink without bound but grow at most 2x per layer.
 
 Example:
     >>> import torch
@@ -20,7 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Flow
@@ -28,7 +33,11 @@ from .conditioners import create_conditioner, soft_clamp
 from .inference.compiled import compiled_call
 from .registry import Registry
 
-__all__ = ["AffineCoupling", "Coupling", "create_coupling", "list_couplings", "register_coupling"]
+__all__ = ["AffineCoupling", "COUPLING_SCALES", "Coupling", "create_coupling", "list_couplings", "register_coupling"]
+
+COUPLING_SCALES = ("softclamp", "sigmoid2")
+"""How an affine coupling turns its conditioner's raw output into a log-scale (module docstring)."""
+_LOG_2 = math.log(2.0)
 
 
 class Coupling(Flow):
@@ -73,14 +82,25 @@ class Coupling(Flow):
 class AffineCoupling(Coupling):
     """``y_b = x_b * exp(s(x_a)) + t(x_a)``, ``y_a = x_a``, split along ``dim``.
 
-    The conditioner's output along ``dim`` is the shift, then the raw log-scale; ``scale_bound``
-    is the soft-clamp bound ``c`` of the log-scale. Other arguments: see :class:`Coupling`.
+    The conditioner's output along ``dim`` is the shift, then the raw log-scale. ``scale``:
+    ``"softclamp"`` (``exp(c * tanh(raw / c))`` with ``c = scale_bound``) or ``"sigmoid2"``
+    (``2 * sigmoid(raw)``, Jet's; ``scale_bound`` unused). Other arguments: see :class:`Coupling`.
     """
 
     def __init__(self, num_features: int, conditioner: nn.Module | str = "mlp", dim: int = -1,
-                 scale_bound: float = 3.0, hidden: int = 128, **conditioner_options) -> None:
+                 scale_bound: float = 3.0, hidden: int = 128, scale: str = "softclamp",
+                 **conditioner_options) -> None:
+        if scale not in COUPLING_SCALES:
+            raise ValueError(f"scale must be one of {COUPLING_SCALES}, got {scale!r}")
         super().__init__(num_features, conditioner, dim, hidden, **conditioner_options)
         self.scale_bound = scale_bound
+        self.scale = scale
+
+    def log_scale_of(self, raw: Tensor) -> Tensor:
+        """The log-scale from the conditioner's raw output (0 at 0 for both ``scale`` kinds)."""
+        if self.scale == "sigmoid2":
+            return F.logsigmoid(raw) + _LOG_2
+        return soft_clamp(raw, self.scale_bound)
 
     compiled: bool = False
     """Run :meth:`forward` through ``torch.compile`` whenever autograd is on (training); see
@@ -88,7 +108,7 @@ class AffineCoupling(Coupling):
 
     def _shift_and_log_scale(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
         shift, raw = self.conditioner(x_a).chunk(2, dim=self.dim)
-        return shift, soft_clamp(raw, self.scale_bound)
+        return shift, self.log_scale_of(raw)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.compiled and torch.is_grad_enabled():
@@ -132,5 +152,6 @@ def list_couplings() -> list[str]:
 
 
 @register_coupling("affine")
-def _affine_mlp_coupling(features: int, hidden: int, num_blocks: int = 1, scale_bound: float = 3.0) -> Flow:
-    return AffineCoupling(features, "mlp", scale_bound=scale_bound, hidden=hidden, num_blocks=num_blocks)
+def _affine_mlp_coupling(features: int, hidden: int, num_blocks: int = 1, scale_bound: float = 3.0,
+                         scale: str = "softclamp") -> Flow:
+    return AffineCoupling(features, "mlp", scale_bound=scale_bound, hidden=hidden, num_blocks=num_blocks, scale=scale)

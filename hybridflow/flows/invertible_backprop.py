@@ -68,9 +68,8 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from .actnorm import ActNorm
 from .base import FlowSequence, zero_logdet
-from .conditioners import soft_clamp
 from .coupling import AffineCoupling
-from .reshape import ShiftedFlow, patchify, unpatchify
+from .reshape import RepatchedFlow, ShiftedFlow, patchify, unpatchify
 
 __all__ = ["check_invertible_backprop", "invertible_backprop_forward", "needs_graph"]
 
@@ -237,6 +236,11 @@ class _Rebuild:
             return self._affine(flow, y, grad_y, need)
         if type(flow) is ShiftedFlow:
             return self._shifted(flow, y, grad_y, need)
+        if type(flow) is RepatchedFlow:  # a permutation each way: walk the inner layer like any other
+            inner_x, inner_grad = self.through(flow.inner, flow.recut(y, flow.patch_size, flow.inner_patch),
+                                               flow.recut(grad_y, flow.patch_size, flow.inner_patch), need)
+            back = flow.recut(inner_x, flow.inner_patch, flow.patch_size)
+            return back, (flow.recut(inner_grad, flow.inner_patch, flow.patch_size) if need else None)
         return self._generic(flow, y, grad_y, need)
 
     def _shifted(self, flow: ShiftedFlow, y: Tensor, grad_y: Tensor, need: bool) -> tuple[Tensor, Tensor | None]:
@@ -296,7 +300,7 @@ class _Rebuild:
         x_a = y_a.detach().requires_grad_(need)
         with torch.enable_grad():
             shift, raw = layer.conditioner(x_a).chunk(2, dim=layer.dim)
-            log_scale = soft_clamp(raw, layer.scale_bound)
+            log_scale = layer.log_scale_of(raw)
             with torch.no_grad():
                 x_b = (y_b - shift) * torch.exp(-log_scale)
             x_b.requires_grad_(need)

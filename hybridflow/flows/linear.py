@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .base import Flow
 
-__all__ = ["InvConv1x1", "LULinear", "mix_channels", "per_example"]
+__all__ = ["InvConv1x1", "LULinear", "RandomPermutation", "mix_channels", "per_example"]
 
 
 class LULinear(Flow):
@@ -125,6 +125,39 @@ class InvConv1x1(LULinear):
 
     def inverse(self, y: Tensor) -> Tensor:
         return mix_channels(self.inverse_weight(), y)
+
+
+class RandomPermutation(Flow):
+    """A fixed random permutation of the last dimension (Jet's replacement for a learned linear
+    block): no parameters, no matmul, log-det 0. The order is drawn from the global RNG at
+    construction (seed it for a reproducible model) and kept as a buffer, so a checkpoint
+    restores it.
+
+    Example:
+        >>> layer = RandomPermutation(5)
+        >>> x = torch.randn(2, 3, 5)
+        >>> y, logdet = layer(x)
+        >>> bool(torch.equal(layer.inverse(y), x)), logdet.tolist()
+        (True, [0.0, 0.0])
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"a permutation needs a positive dimension, got {dim}")
+        self.dim = dim
+        order = torch.randperm(dim)
+        self.register_buffer("order", order)
+        self.register_buffer("inverse_order", torch.argsort(order))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x[..., self.order], x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y[..., self.inverse_order]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
 
 
 def per_example(logdet: Tensor | float, x: Tensor) -> Tensor:

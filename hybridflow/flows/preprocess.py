@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .base import Flow, zero_logdet
 
-__all__ = ["NUM_BINS", "NoiseKind", "check_pixels", "dequantize", "evaluation_noise", "quantize", "Centre", "Logit"]
+__all__ = ["NUM_BINS", "NoiseKind", "check_pixels", "dequantize", "evaluation_noise", "noise_draw", "quantize", "Centre", "Logit"]
 
 NUM_BINS = 256
 
@@ -116,16 +116,23 @@ def dequantize(pixels: Tensor, noise: NoiseKind = "uniform", generator: torch.Ge
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     device = pixels.device if device is None else torch.device(device)
-    if noise == "midpoint":
-        draw = torch.full((), 0.5, dtype=dtype, device=device)
-    elif noise == "evaluation":
-        draw = evaluation_noise(pixels, seed)
-    elif noise == "uniform":
-        source = generator.device if generator is not None else torch.device("cpu")
-        draw = torch.rand(pixels.shape, generator=generator, device=source)
-    else:
-        raise ValueError(f"noise must be 'uniform', 'midpoint' or 'evaluation', got {noise!r}")
+    draw = noise_draw(pixels, noise, generator, seed)
     return (pixels.to(device=device, dtype=dtype) + draw.to(device=device, dtype=dtype)) / NUM_BINS
+
+
+def noise_draw(pixels: Tensor, noise: NoiseKind = "uniform", generator: torch.Generator | None = None,
+               seed: int = 0) -> Tensor:
+    """The draw :func:`dequantize` adds to ``pixels``, float32: ``U(0, 1)`` on ``generator``'s device
+    (``"uniform"``), each image's own :func:`evaluation_noise` (``"evaluation"``), or the scalar
+    0.5 (``"midpoint"``). A variational dequantiser maps the same draw through ``q(v | x)``."""
+    if noise == "midpoint":
+        return torch.full((), 0.5, device=pixels.device)
+    if noise == "evaluation":
+        return evaluation_noise(pixels, seed)
+    if noise == "uniform":
+        source = generator.device if generator is not None else torch.device("cpu")
+        return torch.rand(pixels.shape, generator=generator, device=source)
+    raise ValueError(f"noise must be 'uniform', 'midpoint' or 'evaluation', got {noise!r}")
 
 
 def quantize(u: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .base import Flow, zero_logdet
 
-__all__ = ["Patchify", "ShiftedFlow", "Squeeze", "as_pair", "patchify", "unpatchify"]
+__all__ = ["Patchify", "RepatchedFlow", "ShiftedFlow", "Squeeze", "as_pair", "patchify", "unpatchify"]
 
 
 def patchify(x: Tensor, patch_size: tuple[int, int]) -> Tensor:
@@ -102,6 +102,44 @@ class ShiftedFlow(Flow):
 
     def inverse(self, y: Tensor) -> Tensor:
         return self._through_window(y, lambda m: (self.inner.inverse(m), None))[0]
+
+
+class RepatchedFlow(Flow):
+    """Run ``inner`` on the mixer-matrix of another patch size: a mixer-matrix of ``patch_size``
+    patches is re-cut into ``inner_patch`` patches, ``inner`` (built for that matrix) runs, and the
+    result is cut back. A patch schedule (``MixerFlow(patch_sizes=...)``) mixes, say, 4x4 and 7x7
+    patches across the layers. Both re-cuts are permutations: log-det 0 beyond ``inner``'s.
+
+    Example:
+        >>> import torch
+        >>> from hybridflow.flows import LULinear
+        >>> layer = RepatchedFlow(LULinear(49), (1, 28, 28), 4, 7)
+        >>> m = torch.randn(2, 49, 16)
+        >>> bool(torch.allclose(layer.inverse(layer(m)[0]), m, atol=1e-5))
+        True
+    """
+
+    def __init__(self, inner: Flow, image_shape: tuple[int, int, int], patch_size: int | tuple[int, int],
+                 inner_patch: int | tuple[int, int]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.image_shape = tuple(image_shape)
+        self.patch_size, self.inner_patch = as_pair(patch_size), as_pair(inner_patch)
+        _, h, w = self.image_shape
+        for ph, pw in (self.patch_size, self.inner_patch):
+            if ph < 1 or pw < 1 or h % ph or w % pw:
+                raise ValueError(f"patch size {(ph, pw)} must divide the image size {h}x{w}")
+
+    def recut(self, m: Tensor, source: tuple[int, int], target: tuple[int, int]) -> Tensor:
+        return patchify(unpatchify(m, self.image_shape, source), target)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out, logdet = self.inner(self.recut(x, self.patch_size, self.inner_patch))
+        return self.recut(out, self.inner_patch, self.patch_size), logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        inner = self.inner.inverse(self.recut(y, self.patch_size, self.inner_patch))
+        return self.recut(inner, self.inner_patch, self.patch_size)
 
 
 def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:

@@ -17,6 +17,10 @@ SMALL = {
     "mixerflow_rlu_noshift": ("mixerflow_mnist",
                               dict(input_shape=(1, 8, 8), patch_size=4, num_layers=2, hidden=8, steps=1)),
     "mixerflow_shift2_p4": ("mixerflow_64", dict(input_shape=(3, 8, 8), patch_size=4, num_layers=4, hidden=8, steps=1)),
+    # Jet's coupling design (issue 20) and a patch schedule, all at once
+    "mixerflow_jet_schedule": ("mixerflow_tiny", dict(input_shape=(1, 8, 8), patch_size=2, num_layers=4, hidden=8,
+                                                      steps=2, patch_steps=1, linear="permute", scale="sigmoid2",
+                                                      patch_sizes=[2, 4])),
     "glow_1x8x8": ("glow_tiny", dict(input_shape=(1, 8, 8), num_steps=2, hidden=8)),
     "glow_3x4x8": ("glow_tiny", dict(input_shape=(3, 4, 8), num_levels=2, num_steps=2, hidden=8)),
 }

@@ -3,13 +3,15 @@ and the small CPU ones)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from hybridflow import create_backbone
 from hybridflow.backbones.mixerflow import MixerFlow, MixerLayer, MixingFlow, Transpose
 from hybridflow.cli.options import parse_options
-from hybridflow.flows import ActNorm, LULinear, ShiftedFlow
+from hybridflow.flows import ActNorm, AffineCoupling, InvConv1x1, LULinear, RepatchedFlow, ShiftedFlow
 from tests.backbones.cases import SMALL, make
 from tests.flow_checks import perturb, randomize
 from tests.flows.test_invertible_backprop import backbone_gradients_match
@@ -143,3 +145,75 @@ def test_hybrid_training_with_invertible_backprop_matches():
     assert models[1].backbone.invertible_backprop
     for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+# -- issue 20's options: Jet's coupling design and a patch schedule ------------------------------
+def test_jet_options_build_what_they_say():
+    flow = MixerFlow((1, 8, 8), patch_size=2, num_layers=2, hidden=8, steps=3, patch_steps=1, shift=None,
+                     linear="permute", scale="sigmoid2")
+    channel, _, patch, _ = flow.body.flows[2].flows
+    assert sum(isinstance(m, AffineCoupling) for m in channel.modules()) == 3
+    assert sum(isinstance(m, AffineCoupling) for m in patch.modules()) == 1
+    assert not any(isinstance(m, LULinear) and not isinstance(m, InvConv1x1) for m in flow.modules())
+    assert all(m.scale == "sigmoid2" for m in flow.modules() if isinstance(m, AffineCoupling))
+    assert (flow.config["patch_steps"], flow.config["linear"], flow.config["scale"]) == (1, "permute", "sigmoid2")
+    rebuilt = MixerFlow((1, 8, 8), **flow.config)  # the config rebuilds the same model
+    rebuilt.load_state_dict(flow.state_dict())
+    u = torch.rand(2, 1, 8, 8)
+    assert torch.equal(rebuilt(u)[0], flow(u)[0])
+
+
+def test_new_options_stay_out_of_the_config_unless_used():
+    config = MixerFlow((1, 8, 8), patch_size=2, num_layers=2, hidden=8, steps=1).config
+    assert "patch_steps" not in config and "patch_sizes" not in config and "scale" not in config
+
+
+def test_sigmoid2_scale_grows_at_most_twofold():
+    coupling = AffineCoupling(4, "mlp", hidden=8, scale="sigmoid2")
+    raw = torch.tensor([-50.0, -1.0, 0.0, 1.0, 50.0])
+    log_scale = coupling.log_scale_of(raw)
+    expected = torch.log(2 * torch.sigmoid(raw))
+    torch.testing.assert_close(log_scale[1:], expected[1:])
+    assert log_scale[2] == 0 and log_scale[-1] <= math.log(2) + 1e-6 and torch.isfinite(log_scale).all()
+    with pytest.raises(ValueError, match="scale must be one of"):
+        AffineCoupling(4, "mlp", hidden=8, scale="exp")
+
+
+def test_patch_schedule_runs_layers_on_other_patches():
+    flow = MixerFlow((1, 8, 8), patch_size=2, num_layers=4, hidden=8, steps=1, shift=None, patch_sizes=[2, 4])
+    repatched = [m for m in flow.modules() if isinstance(m, RepatchedFlow)]
+    assert len(repatched) == 2 and all(m.inner_patch == (4, 4) for m in repatched)
+    assert flow.config["patch_sizes"] == [[2, 2], [4, 4]]
+    u = torch.rand(3, 1, 8, 8)
+    flow = randomize(flow, scale=0.1)
+    z, _ = flow(u)
+    assert (flow.inverse(z) - u).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("bad, match", [([3], "must divide"), ([], "non-empty"), (4, "non-empty"),
+                                        ([8], "nothing to mix")])
+def test_bad_patch_schedules_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        MixerFlow((1, 8, 8), patch_size=2, num_layers=2, hidden=8, steps=1, patch_sizes=bad)
+
+
+def test_bad_linear_and_patch_steps_are_refused():
+    with pytest.raises(ValueError, match="linear must be one of"):
+        MixerFlow((1, 8, 8), patch_size=2, num_layers=2, hidden=8, steps=1, linear="QR")
+    with pytest.raises(ValueError, match="patch_steps"):
+        MixerFlow((1, 8, 8), patch_size=2, num_layers=2, hidden=8, steps=1, patch_steps=0)
+
+
+def test_the_registered_cpu_default_trains_inverts_and_rebuilds_from_its_config():
+    flow = create_backbone("mixerflow_cpu")
+    assert flow.dequantizer is not None and flow.conditioner_dtype == "bfloat16"
+    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    loss = flow.train().bits_per_dim(x).mean()
+    loss.backward()
+    assert torch.isfinite(loss) and flow.dequantizer.steps[0][-1].weight.grad.abs().sum() > 0
+    flow.eval()
+    u = torch.rand(2, 1, 28, 28)
+    assert (flow.inverse(flow(u)[0]) - u).abs().max() < 5e-3  # bfloat16 conditioners: about 1e-3
+    rebuilt = MixerFlow((1, 28, 28), **flow.config)
+    rebuilt.load_state_dict(flow.state_dict())
+    torch.testing.assert_close(rebuilt.eval().bits_per_dim(x), flow.bits_per_dim(x), atol=0, rtol=0)

@@ -25,7 +25,7 @@ from hybridflow.backbones.glow import GlowLevel, glow_step
 from hybridflow.backbones.mixerflow import MixerLayer, MixingFlow, Transpose
 from hybridflow.flows import (
     ActNorm, AffineCoupling, Centre, ConvConditioner, FlowSequence, InvConv1x1, KANConditioner, Logit, LULinear,
-    MAFLayer, Patchify, ResidualMLP, ShiftedFlow, SplineCoupling, Squeeze, conv_spline_coupling, create_coupling,
+    MAFLayer, Patchify, RandomPermutation, RepatchedFlow, ResidualMLP, ShiftedFlow, SplineCoupling, Squeeze, conv_spline_coupling, create_coupling,
     spline_params_per_feature,
 )
 
@@ -50,6 +50,7 @@ LAYERS: dict[str, LayerCase] = {
     "lu_linear_random": LayerCase(lambda: LULinear(5, init="random"), (2, 3, 5)),
     "lu_linear_no_bias": LayerCase(lambda: LULinear(4, bias=False), (2, 3, 4)),
     "inv_conv_1x1": LayerCase(lambda: InvConv1x1(4), (2, 4, 3, 3)),
+    "random_permutation": LayerCase(lambda: RandomPermutation(6), (2, 3, 6)),
     # -- affine couplings: conditioners built from a module and by name -------------------------
     "affine_coupling_mlp": LayerCase(lambda: AffineCoupling(6, ResidualMLP(3, 6, hidden=8)), (2, 4, 6)),
     "affine_coupling_odd": LayerCase(lambda: AffineCoupling(5, ResidualMLP(2, 6, hidden=8)), (2, 3, 5)),
@@ -60,6 +61,8 @@ LAYERS: dict[str, LayerCase] = {
     "affine_coupling_kan_by_name": LayerCase(lambda: AffineCoupling(6, "kan", hidden=4, grid_size=3), (2, 3, 6),
                                              0.3, "normal"),
     "coupling_by_name": LayerCase(lambda: create_coupling("affine", 6, 8), (2, 3, 6)),
+    "affine_coupling_sigmoid2": LayerCase(lambda: create_coupling("affine", 6, 8, scale="sigmoid2"), (2, 3, 6),
+                                          0.3, "normal"),
     "kan_coupling": LayerCase(lambda: create_coupling("kan", 6, 8), (2, 3, 6), 0.3, "normal"),
     "kan_coupling_odd": LayerCase(
         lambda: AffineCoupling(5, KANConditioner(2, 6, hidden=4, num_layers=3, grid_size=3)), (2, 2, 5), 0.3, "normal"),
@@ -95,6 +98,11 @@ LAYERS: dict[str, LayerCase] = {
     "mixer_layer": LayerCase(lambda: MixerLayer(4, 4, hidden=8, steps=1), (2, 4, 4)),
     "shifted_mixer_layer": LayerCase(
         lambda: FlowSequence(ShiftedFlow(MixerLayer(4, 4, hidden=8, steps=1), (1, 6, 6), 2, 1)), (2, 9, 4)),
+    "mixer_layer_patch_steps": LayerCase(lambda: MixerLayer(4, 4, hidden=8, steps=2, patch_steps=1), (2, 4, 4)),
+    "mixing_flow_random_permutation": LayerCase(lambda: MixingFlow(3, 5, hidden=8, steps=2, permutation="random"),
+                                                (2, 3, 5)),
+    "repatched_mixer_layer": LayerCase(
+        lambda: FlowSequence(RepatchedFlow(MixerLayer(4, 9, hidden=8, steps=1), (1, 6, 6), 2, 3)), (2, 9, 4)),
     "glow_step": LayerCase(lambda: glow_step(4, 8), (2, 4, 2, 2)),
     "glow_step_spline": LayerCase(lambda: glow_step(4, 8, coupling="spline", num_bins=3), (2, 4, 2, 2),
                                   0.15, "normal"),
