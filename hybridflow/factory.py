@@ -155,6 +155,9 @@ def check_train_settings(settings: Mapping[str, Any], device: str = "auto") -> d
     name = check_backbone_name(settings["backbone"])
     options = check_backbone_options(name, settings.get("backbone_options") or {})
     _number(settings, "lam", 0.0)
+    if settings.get("pseudo_labels") is not None and not settings["lam"] > 0:
+        raise SettingsError("training setting pseudo_labels trains the head on guessed labels: it needs lam > 0, "
+                            f"got lam={settings['lam']}")
     head_input = settings.get("head_input")
     if head_input is not None:
         if head_input not in HEAD_INPUTS:
@@ -174,6 +177,7 @@ def check_train_settings(settings: Mapping[str, Any], device: str = "auto") -> d
                 grad_clip=settings["grad_clip"], ema_decay=settings["ema_decay"], log_every=settings["log_every"],
                 eval_every=settings["eval_every"], checkpoint_every=settings["checkpoint_every"],
                 seed=settings["seed"], labelled_per_batch=settings.get("labelled_per_batch"),
+                pseudo_labels=settings.get("pseudo_labels"), translate=settings.get("translate") or 0,
                 device=device, progress=False)
     check_backbone_batch_size(name, options, settings["batch_size"])
     return options

@@ -260,6 +260,7 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
                          out_dir=out_path, checkpoint_every=settings["checkpoint_every"], seed=settings["seed"],
                          num_workers=settings["num_workers"], flip=settings["flip"],
                          labelled_per_batch=settings.get("labelled_per_batch"), device=device,
+                         pseudo_labels=settings.get("pseudo_labels"), translate=settings.get("translate") or 0,
                          progress=progress)  # flip and num_workers (from a recipe) are checked here, before the data
     prepare_run_folder(out_path, resume, overwrite)
 

@@ -55,7 +55,7 @@ def _check_ood_recipe(settings: dict, train_recipes: set) -> None:
         assert settings.get("reference") or settings["reference_recipe"] in train_recipes
 
 
-@pytest.mark.parametrize("name, labels", [("mnist_ssl100", 100), ("mnist_ssl1000", 1000)])
+@pytest.mark.parametrize("name, labels", [("mnist_ssl100", 100), ("mnist_ssl1000", 1000), ("mnist_ssl100_pseudo", 100)])
 def test_semi_supervised_recipes_keep_that_many_labels(name, labels):
     """At paper scale the labelled fraction of MNIST's 60,000 images is the named count, the model
     is hybrid (lam > 0) and every other image trains the density: keep_labels (stratified, rounded

@@ -157,6 +157,12 @@ class TrainConfig:
             labelled run at ``lam' = lam * k / batch_size`` weighs the two terms alike).
         flip: mirror each training image left-right with probability 1/2 (seeded by the step, so
             ``resume`` stays exact), as Glow trains CIFAR-10.
+        pseudo_labels: semi-supervised: each step, the batch's unlabelled images that the model
+            predicts with at least this probability train the head with its guess as their label
+            (``None``: off). See :mod:`~hybridflow.training.pseudo_labels`.
+        translate: move each training image by a random whole-pixel offset of up to this many
+            pixels on both axes (seeded by the step, so ``resume`` stays exact; 0: off). With
+            ``pseudo_labels`` the guesses come from the unmoved images.
         progress: show a tqdm progress bar (rank 0 only).
     """
 
@@ -183,6 +189,8 @@ class TrainConfig:
     num_workers: int = 0
     labelled_per_batch: int | None = None
     flip: bool = False
+    pseudo_labels: float | None = None
+    translate: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -203,6 +211,9 @@ class TrainConfig:
             integer(name, 1, allow_none=False)
         integer("warmup_steps", 0, allow_none=False)
         integer("num_workers", 0, allow_none=False)
+        integer("translate", 0, allow_none=False)
+        self.pseudo_labels = _finite("pseudo_labels", self.pseudo_labels, low=0.0, low_open=True, high=1.0,
+                                     allow_none=True)
         if self.labelled_per_batch is not None and self.labelled_per_batch >= self.batch_size:
             raise SettingsError(f"TrainConfig.labelled_per_batch must be below batch_size ({self.batch_size}): the "
                                 f"rest of each batch is unlabelled images, got {self.labelled_per_batch}")

@@ -64,6 +64,7 @@ from .reporting import LogWindow, MetricsLog, final_metrics, progress_bar, train
 from .resuming import resume_from
 from .rollback import LastGoodState, find_nonfinite
 from .runfiles import RunFiles
+from .pseudo_labels import apply_pseudo_labels, translate_batch
 from .state import EpochBatches, RunProgress, capture_training_state, noise_generator, restore_ema
 
 __all__ = ["train"]
@@ -109,6 +110,9 @@ def train(
     if contains_inference_copy(model):
         raise ValueError("train got an inference copy (hybridflow.freeze): it has no trainable weights; "
                          "train the model it was made from, then freeze that again")
+    if config.pseudo_labels is not None and not model.lam > 0:
+        raise ValueError("TrainConfig.pseudo_labels trains the head on guessed labels: it needs a model with lam > 0, "
+                         f"got lam={model.lam}")
     source = as_batch_source(train_data, num_workers=config.num_workers, flip=config.flip)
     source.check_model(model.input_shape, model.num_classes, "train_data")
     if source.num_examples is None and config.steps is None:
@@ -208,7 +212,13 @@ class _Trainer:
     def _forward(self, step: int, net: nn.Module) -> HybridLoss:
         """The loss parts of ``step``'s batch, with ``step``'s dequantisation noise."""
         x, y = self.stream.batch(step)
-        return net(x, y, generator=noise_generator(self.config.seed, self.ctx.rank, step))
+        config = self.config
+        # no guesses from a model whose ActNorms this very batch is about to initialise
+        if config.pseudo_labels is not None and not _needs_init(self.model):
+            y = apply_pseudo_labels(self.model, x, y, config.pseudo_labels)
+        if config.translate:
+            x = translate_batch(x, config.translate, config.seed, self.ctx.rank, step)
+        return net(x, y, generator=noise_generator(config.seed, self.ctx.rank, step))
 
     def run(self, resume: PathLike | None) -> TrainResult:
         self._build(resume)
