@@ -55,8 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--n-fit", type=int, default=2000, help="training images for typicality's statistics")
     p.add_argument("--head-train", type=int, default=10000, help="training images for the latent classifier head")
     p.add_argument("--head-c", type=float, default=0.1, help="inverse regularisation of the head")
+    p.add_argument("--name", default="ood", help="results file name (bench/results/<name>.json; section 5 renders "
+                                                 "ood.json and, beside it, ood_cpu_default*.json)")
     args = p.parse_args(argv)
-    args = C.finish_args(args, argv, "ood")
+    args = C.finish_args(args, argv, args.name, script="ood")
     if args.smoke:
         args.n_fit, args.head_train, args.typicality_m, args.patch_steps = 64, 128, 4, 4
     return args

@@ -595,6 +595,10 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                         parts += ["", f"### {p.stem}", "", provenance(more), "", hybrid(more, image(more), reason)]
             elif name == "ood":
                 parts.append(ood(record, reason))
+                for p in sorted(results_dir.glob("ood_cpu_default*.json")):  # the newer default's models
+                    more = load(results_dir, p.stem)
+                    if more:
+                        parts += ["", f"### {p.stem}", "", provenance(more), "", ood(more, reason)]
             elif name == "scaling":
                 parts.append(scaling(record, image(record), reason))
             elif name == "eval_noise":

@@ -96,3 +96,16 @@ def test_pseudo_labels_need_a_head(digits):
         train(tiny_model(lam=0.0), semi(digits[0]), tiny_config(pseudo_labels=0.9))
     with pytest.raises(SettingsError, match="lam > 0"):
         check_train_settings({**TRAIN_DEFAULTS, "lam": 0.0, "pseudo_labels": 0.9})
+
+
+def test_the_estimator_takes_them_through_train_kwargs(digits):
+    from hybridflow import HybridFlowClassifier
+
+    data = semi(digits[0], labelled=40)
+    X = data.images.flatten(1).numpy()  # 8-bit pixels
+    y = data.labels.numpy()
+    clf = HybridFlowClassifier(backbone_kwargs=dict(patch_size=2, num_layers=1, hidden=8), steps=4, batch_size=32,
+                               image_shape=(1, 8, 8), head_input="hidden", random_state=0, num_threads=1,
+                               train_kwargs=dict(pseudo_labels=0.5, translate=1, labelled_per_batch=8))
+    clf.fit(X, y)
+    assert clf.predict_proba(X[:5]).shape == (5, 10)
