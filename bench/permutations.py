@@ -42,8 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--parallel", type=int, default=1, help="runs trained at a time (one thread each when > 1)")
     # internal: train only job number ONLY (in a subprocess of --parallel) and print its row as JSON
     p.add_argument("--only", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--name", default="permutations", help="results file name (bench/results/<name>.json; section 2 "
+                                                          "renders permutations.json and permutations_cpu_default*.json)")
     args = p.parse_args(argv)
-    return C.finish_args(args, argv, "permutations")
+    return C.finish_args(args, argv, args.name, script="permutations")
 
 
 def baseline_from_density(args, datasets: list[str]) -> list[dict] | None:

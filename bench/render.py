@@ -582,6 +582,10 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                     parts += ["", tuning(sweeps)]
             elif name == "permutations":
                 parts.append(permutations(record, reason))
+                for p in sorted(results_dir.glob("permutations_cpu_default*.json")):  # the newer default's models
+                    more = load(results_dir, p.stem)
+                    if more:
+                        parts += ["", f"### {p.stem}", "", provenance(more), "", permutations(more, reason)]
             elif name == "embeddings":
                 parts.append(embeddings(record, reason))
                 digits = load(results_dir, "embeddings_features_digits")
