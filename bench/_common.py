@@ -327,18 +327,21 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], smoke: bool 
                 num_classes: int = 10) -> nn.Module:
     """A :class:`HybridModel` (our backbones: so it checkpoints, and ``lam`` > 0 trains its head)
     or a :class:`PixelFlow` around normflows' Glow. The spec keys ``pseudo_labels=<threshold>``
-    and ``translate=<pixels>`` train a :class:`PseudoLabelHybrid` (bench/_pseudo_labels.py)."""
+    and ``translate=<pixels>`` (either alone too; ``align=1`` aligns the guesses) train a :class:`PseudoLabelHybrid`
+    (bench/_pseudo_labels.py)."""
     options = dict(spec.options)
     if smoke:
         options.update(SMOKE_OVERRIDES.get(spec.family, {}))
     if spec.name == REFERENCE:
         return PixelFlow(_comparators.NormflowsGlow(tuple(input_shape), **options), input_shape)
-    threshold, max_shift = options.pop("pseudo_labels", None), options.pop("translate", 2)
-    if threshold is None:
+    threshold, align = options.pop("pseudo_labels", None), bool(options.pop("align", False))
+    max_shift = options.pop("translate", 2 if threshold is not None else 0)
+    if threshold is None and not max_shift:
         return HybridModel(spec.name, num_classes=num_classes, lam=lam, input_shape=tuple(input_shape), **options)
-    # spec keys pseudo_labels=<threshold>, translate=<pixels>: bench/_pseudo_labels.py
+    # spec keys pseudo_labels=<threshold>, translate=<pixels> (alone: augmentation): bench/_pseudo_labels.py
     model = PseudoLabelHybrid(spec.name, num_classes=num_classes, lam=lam, input_shape=tuple(input_shape), **options)
-    model.threshold, model.max_shift = float(threshold), int(max_shift)
+    model.threshold = None if threshold is None else float(threshold)
+    model.max_shift, model.align = int(max_shift), align
     return model
 
 

@@ -22,9 +22,12 @@ __all__ = ["PseudoLabelHybrid"]
 
 class PseudoLabelHybrid(HybridModel):
     """A :class:`HybridModel` whose ``training_loss`` adds confident pseudo-labels on a translated
-    view (module docstring); ``threshold``, ``max_shift`` and ``seed`` are set after construction."""
+    view (module docstring); ``threshold``, ``max_shift`` and ``seed`` are set after construction.
+    ``threshold=None`` trains on the translated view alone (augmentation, no guesses); ``align``
+    aligns the guesses' class distribution first (``align_to_uniform``)."""
 
-    threshold: float = 0.95
+    threshold: float | None = 0.95
+    align: bool = False
     max_shift: int = 2
     seed: int = 0
 
@@ -32,7 +35,7 @@ class PseudoLabelHybrid(HybridModel):
         y = torch.full((len(x),), -1, dtype=torch.int64) if y is None else y
         step = self.__dict__.get("_step", 0)
         # the first pass initialises the ActNorms from data: let the training batch do it, not the guess
-        if step > 0:
-            y = apply_pseudo_labels(self, x, y, self.threshold)
+        if step > 0 and self.threshold is not None:
+            y = apply_pseudo_labels(self, x, y, self.threshold, align=self.align)
         self.__dict__["_step"] = step + 1
         return self(translate_batch(x, self.max_shift, self.seed, 0, step), y).total

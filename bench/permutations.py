@@ -38,7 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--shuffles", default=",".join(SHUFFLES))
     p.add_argument("--baseline", choices=["auto", "rerun"], default="auto",
                    help="auto: unshuffled numbers from density.json when it matches, else rerun")
-    p.add_argument("--density-json", default=None, help="default: density.json in --results-dir")
+    p.add_argument("--density-json", default=None,
+                   help="default: density.json in --results-dir; a time_to_quality JSON works too")
     p.add_argument("--parallel", type=int, default=1, help="runs trained at a time (one thread each when > 1)")
     # internal: train only job number ONLY (in a subprocess of --parallel) and print its row as JSON
     p.add_argument("--only", type=int, default=None, help=argparse.SUPPRESS)
@@ -49,14 +50,17 @@ def parse_args(argv=None):
 
 
 def baseline_from_density(args, datasets: list[str]) -> list[dict] | None:
-    """Unshuffled runs from density.json if it measured every (dataset, model) here at this budget."""
+    """Unshuffled runs from density.json (or ``--density-json``: a density or time_to_quality record)
+    if it measured every (dataset, model) here at this budget."""
     path = Path(args.density_json) if args.density_json else C.results_path(args, "density")
     if args.baseline != "auto" or not path.exists():
         return None
     record = json.loads(path.read_text())
     same = (record.get("settings", {}).get("minutes") == args.minutes and bool(record.get("smoke")) == bool(args.smoke)
             and record.get("settings", {}).get("seed") == args.seed)
-    runs = [r for r in record.get("runs", []) if r.get("shuffle", "none") == "none"]
+    # a time_to_quality record names its one dataset at the top, not per run
+    runs = [dict(r, dataset=r.get("dataset", record.get("dataset")), shuffle=r.get("shuffle", "none"))
+            for r in record.get("runs", []) if r.get("shuffle", "none") == "none"]
     wanted = {(d, s.label) for d in datasets for s in args.specs}
     have = {(r["dataset"], r["model"]) for r in runs}
     if not same or not wanted <= have:

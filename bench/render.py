@@ -155,12 +155,21 @@ def tuning(records: list[dict]) -> str:
 def permutations(record: dict, reason: str = PLACEHOLDER) -> str:
     changes = record["changes"]
     shuffles = record.get("shuffles", ["global", "local"])
+    # training steps per run: a budget in minutes buys fewer steps on a busier (or slower) machine
+    steps = {(r["dataset"], r["model"], r.get("shuffle", "none")): (r.get("train") or {}).get("steps")
+             for r in record.get("runs", [])}
+
+    def steps_of(c: dict) -> str:
+        found = [steps.get((c["dataset"], c["model"], s)) for s in ("none", *shuffles)]
+        return " / ".join(fmt(n) if n is not None else "-" for n in found)
+
     out = [markdown_table(
-        ["dataset", "model", "params", "unshuffled", *[f"{s} shuffle" for s in shuffles], *[f"change ({s})" for s in shuffles]],
+        ["dataset", "model", "params", "unshuffled", *[f"{s} shuffle" for s in shuffles], *[f"change ({s})" for s in shuffles],
+         f"steps (unshuffled / {' / '.join(shuffles)})"],
         [[c["dataset"], f"`{c['model']}`", fmt(c["params"]), fmt(c["unshuffled"], 3),
           *[fmt(c.get(s), 3) for s in shuffles],
-          *[f"{c[f'delta_{s}']:+.3f}" if f"delta_{s}" in c else "-" for s in shuffles]] for c in changes],
-        "llrr" + "r" * 2 * len(shuffles))]
+          *[f"{c[f'delta_{s}']:+.3f}" if f"delta_{s}" in c else "-" for s in shuffles], steps_of(c)] for c in changes],
+        "llrr" + "r" * (2 * len(shuffles) + 1))]
     out.append(f"\nLocal shuffling permutes the patch order and the pixels inside {record.get('local_patch', 4)}x"
                f"{record.get('local_patch', 4)} patches; global shuffling permutes all pixels (the same permutation "
                "for every image). Change = shuffled minus unshuffled bits/dim.\n")
@@ -618,8 +627,13 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
             elif name == "ood_reference":
                 parts.append(ood_reference(record))
             elif name == "hybrid_frontier":
-                more = [load(results_dir, p.stem) for p in sorted(results_dir.glob("hybrid_frontier_*.json"))]
-                parts.append(hybrid_frontier(record, image(record), [r for r in more if r]))
+                files = sorted(results_dir.glob("hybrid_frontier_*.json"))
+                more = [r for r in (load(results_dir, p.stem) for p in files) if r]
+                parts.append(hybrid_frontier(record, image(record), [r for r in more if not r.get("replot")]))
+                for r in (r for r in more if r.get("replot") and image(r)):  # one plot over several files' runs
+                    parts += ["", f"**{r['dataset']}, every run above in one plot** (`{r['command']}`; from "
+                              + ", ".join(f"`{name}`" for name in r["replot"]) + ")", "",
+                              f"![accuracy against bits/dim]({image(r)})"]
             elif name == "time_to_quality":
                 more = [load(results_dir, p.stem) for p in sorted(results_dir.glob("time_to_quality_*.json"))]
                 records = [record] + [r for r in more if r]

@@ -178,6 +178,7 @@ def check_train_settings(settings: Mapping[str, Any], device: str = "auto") -> d
                 eval_every=settings["eval_every"], checkpoint_every=settings["checkpoint_every"],
                 seed=settings["seed"], labelled_per_batch=settings.get("labelled_per_batch"),
                 pseudo_labels=settings.get("pseudo_labels"), translate=settings.get("translate") or 0,
+                align_pseudo_labels=settings.get("align_pseudo_labels") or False,
                 device=device, progress=False)
     check_backbone_batch_size(name, options, settings["batch_size"])
     return options

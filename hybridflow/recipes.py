@@ -35,7 +35,7 @@ RECIPE_KEYS = {
     "backbone", "dataset", "data_root", "lam", "steps", "batch_size", "lr", "warmup_steps", "grad_clip", "ema_decay",
     "seed", "limit", "val_limit", "labelled_fraction", "labelled_per_batch", "patches", "shuffle", "shuffle_patch", "shuffle_seed", "size", "pooled", "head_input",
     "backbone_options", "log_every", "eval_every", "checkpoint_every", "betas", "flip", "num_workers", "classes",
-    "pseudo_labels", "translate",
+    "pseudo_labels", "translate", "align_pseudo_labels",
 }
 #: Settings an OOD recipe (``kind = "ood"``) may hold: the model to score (``checkpoint``: a run
 #: folder, a checkpoint or ``pretrained:NAME``; or ``train_recipe``: the training recipe whose run

@@ -28,12 +28,13 @@ TRAIN_DEFAULTS = dict(backbone="mixerflow", dataset="digits", lam=1.0, steps=500
                       warmup_steps=0, grad_clip=5.0, ema_decay=None, seed=0, limit=None, val_limit=1000,
                       labelled_fraction=None, labelled_per_batch=None, shuffle=None, shuffle_patch=4, shuffle_seed=0, size=64, pooled=False, head_input=None,
                       log_every=50, eval_every=None, checkpoint_every=None, betas=(0.9, 0.999), data_root=None,
-                      flip=False, num_workers=0, classes=None, patches=None, pseudo_labels=None, translate=0)
+                      flip=False, num_workers=0, classes=None, patches=None, pseudo_labels=None, translate=0,
+                      align_pseudo_labels=False)
 
 #: The fields of a :class:`~hybridflow.training.TrainConfig` that are training settings too.
 _FROM_TRAIN_CONFIG = ("steps", "batch_size", "lr", "betas", "warmup_steps", "grad_clip", "ema_decay", "log_every",
                       "eval_every", "checkpoint_every", "seed", "num_workers", "flip",
-                      "labelled_per_batch", "pseudo_labels", "translate")
+                      "labelled_per_batch", "pseudo_labels", "translate", "align_pseudo_labels")
 #: The keys of a ``DataSpec.to_dict`` that are training settings under another name, or the same.
 _FROM_DATA = dict(name="dataset", root="data_root", shuffle="shuffle", shuffle_patch="shuffle_patch",
                   shuffle_seed="shuffle_seed", size="size", classes="classes", patches="patches")

@@ -261,6 +261,7 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
                          num_workers=settings["num_workers"], flip=settings["flip"],
                          labelled_per_batch=settings.get("labelled_per_batch"), device=device,
                          pseudo_labels=settings.get("pseudo_labels"), translate=settings.get("translate") or 0,
+                         align_pseudo_labels=settings.get("align_pseudo_labels") or False,
                          progress=progress)  # flip and num_workers (from a recipe) are checked here, before the data
     prepare_run_folder(out_path, resume, overwrite)
 

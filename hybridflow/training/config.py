@@ -163,6 +163,10 @@ class TrainConfig:
         translate: move each training image by a random whole-pixel offset of up to this many
             pixels on both axes (seeded by the step, so ``resume`` stays exact; 0: off). With
             ``pseudo_labels`` the guesses come from the unmoved images.
+        align_pseudo_labels: with ``pseudo_labels``, align the guesses' class distribution over each
+            batch's unlabelled images to equal classes before the threshold
+            (:func:`~hybridflow.training.pseudo_labels.align_to_uniform`), so that no class takes
+            over another's images.
         progress: show a tqdm progress bar (rank 0 only).
     """
 
@@ -191,6 +195,7 @@ class TrainConfig:
     flip: bool = False
     pseudo_labels: float | None = None
     translate: int = 0
+    align_pseudo_labels: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -219,6 +224,12 @@ class TrainConfig:
                                 f"rest of each batch is unlabelled images, got {self.labelled_per_batch}")
         if not isinstance(self.flip, bool):
             raise SettingsError(f"TrainConfig.flip must be true or false, got {self.flip!r}")
+        if not isinstance(self.align_pseudo_labels, bool):
+            raise SettingsError("TrainConfig.align_pseudo_labels must be true or false, "
+                                f"got {self.align_pseudo_labels!r}")
+        if self.align_pseudo_labels and self.pseudo_labels is None:
+            raise SettingsError("TrainConfig.align_pseudo_labels aligns the guesses of pseudo_labels: set "
+                                "pseudo_labels (a threshold) too")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise SettingsError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
         self.seed = int(self.seed)

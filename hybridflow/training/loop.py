@@ -215,7 +215,7 @@ class _Trainer:
         config = self.config
         # no guesses from a model whose ActNorms this very batch is about to initialise
         if config.pseudo_labels is not None and not _needs_init(self.model):
-            y = apply_pseudo_labels(self.model, x, y, config.pseudo_labels)
+            y = apply_pseudo_labels(self.model, x, y, config.pseudo_labels, align=config.align_pseudo_labels)
         if config.translate:
             x = translate_batch(x, config.translate, config.seed, self.ctx.rank, step)
         return net(x, y, generator=noise_generator(config.seed, self.ctx.rank, step))

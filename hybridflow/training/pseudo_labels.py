@@ -8,9 +8,14 @@ by its own whole-pixel offset in ``[-s, s]`` on both axes (a function of ``(seed
 a resumed run is exact), and the ordinary hybrid loss runs on it: the head learns to give the
 moved digit the label the unmoved one earned, and the density term sees the moved images.
 
+With ``align_pseudo_labels=True`` the guesses' class distribution over the batch is first evened
+out (:func:`align_to_uniform`), so that a class the model has started to confuse with another does
+not teach itself the other's images.
+
 Measured (``bench/hybrid_tradeoff.py``, MNIST, 100 labels, 10 CPU-minutes, head on the hidden
-units): 85.9-90.9% test accuracy over four runs, against 70.6% for the hybrid objective alone and
-82.1% for the same recipe on the 100 labelled images only.
+units): with alignment 91.9-93.1% test accuracy over three labelled sets, without it 84.6-92.6%
+(one set lost its 8s to the 9s), against 70.6% for the hybrid objective alone and 81.9% for the
+same recipe on the 100 labelled images only.
 
 Example:
     >>> import torch
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["apply_pseudo_labels", "translate_batch"]
+__all__ = ["align_to_uniform", "apply_pseudo_labels", "translate_batch"]
 
 _TRANSLATE_STREAM = 0x7A5
 
@@ -49,15 +54,41 @@ def translate_batch(images: Tensor, max_shift: int, seed: int, rank: int, step: 
     return padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
+def align_to_uniform(probs: Tensor, prior_count: float | None = None) -> Tensor:
+    """``probs`` (N, K) with each class divided by its mean over the N rows, renormalised: distribution
+    alignment (ReMixMatch, Berthelot et al. 2020) towards equal classes, without state.
+
+    A class the model has started to swallow (predicted for twice its share of a batch) loses half
+    its weight and the class it takes from gains, so a confident mistake of that kind stops passing
+    the threshold instead of teaching itself. The mean is shrunk towards ``1 / K`` by ``prior_count``
+    pseudo-rows (default ``K``), so a class that is merely absent from a small batch is not boosted
+    without bound. Stateless, so resume stays exact.
+
+    Example:
+        >>> p = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4]])
+        >>> align_to_uniform(p).argmax(dim=1).tolist()   # class 0 took 77% of the batch
+        [0, 0, 1]
+    """
+    n, k = probs.shape
+    m = float(k if prior_count is None else prior_count)
+    marginal = (probs.sum(dim=0) + m / k) / (n + m)
+    aligned = probs / marginal
+    return aligned / aligned.sum(dim=1, keepdim=True)
+
+
 @torch.no_grad()
-def apply_pseudo_labels(model: nn.Module, images: Tensor, labels: Tensor, threshold: float) -> Tensor:
+def apply_pseudo_labels(model: nn.Module, images: Tensor, labels: Tensor, threshold: float,
+                        align: bool = False) -> Tensor:
     """``labels`` with each unlabelled image (``-1``) that ``model`` (a
     :class:`~hybridflow.hybrid.HybridModel`) predicts with probability at least ``threshold``
-    given that prediction; the others stay as they are. ``model``'s training mode is kept."""
+    given that prediction; the others stay as they are. ``model``'s training mode is kept.
+    ``align``: the probabilities first go through :func:`align_to_uniform` over the unlabelled
+    images of the batch (it keeps one class from taking over another's images)."""
     unlabelled = torch.nonzero(labels < 0).flatten()
     if len(unlabelled) == 0:
         return labels
-    confidence, guess = model.predict_proba(images[unlabelled]).max(dim=1)
+    probs = model.predict_proba(images[unlabelled])
+    confidence, guess = (align_to_uniform(probs) if align else probs).max(dim=1)
     keep = confidence >= threshold
     out = labels.clone()
     out[unlabelled[keep]] = guess[keep].to(out.dtype)

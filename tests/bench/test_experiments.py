@@ -1,17 +1,21 @@
 """The benchmarks' wrapper of the library's pseudo-labels (bench/_pseudo_labels.py) gives guesses only
-above the threshold, and spec strings reach the library's options (lists as ``a|b``)."""
+above the threshold and, with ``translate=`` alone, none; spec strings reach the library's options
+(lists as ``a|b``); section 2 takes its unshuffled figures from a time_to_quality record."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from _common import build_model, parse_spec  # noqa: E402
 from _pseudo_labels import PseudoLabelHybrid  # noqa: E402
+
+from hybridflow.training.pseudo_labels import translate_batch
 
 
 def test_spec_lists_and_the_library_dequantisation_pass_through():
@@ -34,3 +38,55 @@ def test_pseudo_labels_only_for_confident_guesses():
     model.threshold = 0.0      # everyone is: the guesses are the targets
     guesses = model.predict(x)
     torch.testing.assert_close(model.training_loss(x, y), model(x, torch.where(y >= 0, y, guesses)).total)
+
+
+def test_translate_alone_is_augmentation_without_guesses():
+    spec = parse_spec("mixerflow_tiny:translate=1,patch_size=2,num_layers=1,hidden=8")
+    model = build_model(spec, (1, 4, 4), lam=1.0, num_classes=3)
+    assert isinstance(model, PseudoLabelHybrid) and model.threshold is None and model.max_shift == 1
+    assert type(build_model(parse_spec("mixerflow_tiny:patch_size=2,num_layers=1,hidden=8"), (1, 4, 4))) \
+        is not PseudoLabelHybrid  # neither key: the plain hybrid model
+    x = torch.randint(0, 256, (6, 1, 4, 4), dtype=torch.uint8)
+    y = torch.tensor([0, -1, -1, 1, -1, -1])
+    model.training_loss(x, y)  # initialises the ActNorms (step 0)
+    model.eval()
+    moved = translate_batch(x, 1, model.seed, 0, 1)
+    assert not torch.equal(moved, x)
+    # step 1: the loss on the moved images with the unlabelled ones left unlabelled
+    torch.testing.assert_close(model.training_loss(x, y), model(moved, y).total)
+
+
+def test_permutations_take_unshuffled_runs_from_a_time_to_quality_record(tmp_path):
+    import json
+
+    import permutations
+
+    record = dict(settings=dict(minutes=10.0, seed=0), smoke=False, dataset="fashionmnist",
+                  runs=[dict(model="mixerflow_tiny", family="mixerflow", params=5, test_bits_per_dim=3.5)])
+    path = tmp_path / "time_to_quality_x.json"
+    path.write_text(json.dumps(record))
+    args = permutations.parse_args(["--minutes", "10", "--models", "mixerflow_tiny", "--density-json", str(path),
+                                    "--results-dir", str(tmp_path)])
+    rows = permutations.baseline_from_density(args, ["fashionmnist"])
+    assert [(r["dataset"], r["shuffle"], r["test_bits_per_dim"]) for r in rows] == [("fashionmnist", "none", 3.5)]
+    assert permutations.baseline_from_density(args, ["mnist"]) is None  # not measured there: rerun
+
+
+def test_frontier_replot_draws_runs_of_several_files_without_training(tmp_path):
+    import json
+
+    import hybrid_frontier
+
+    def run(name: str, lam: float | None, acc: float, bpd: float | None) -> dict:
+        return dict(run=f"{name}@{lam}", model=name, lam=lam, head="hidden" if lam is not None else "pixels",
+                    params=10, test_accuracy=acc, test_bits_per_dim=bpd, train=dict(steps=3, epochs=0.1))
+
+    (tmp_path / "a.json").write_text(json.dumps(dict(dataset="mnist", runs=[run("mixerflow_wide", 1.0, 0.98, 1.8),
+                                                                             run("timm_mixer", None, 0.97, None)])))
+    (tmp_path / "b.json").write_text(json.dumps(dict(dataset="mnist", runs=[run("mixerflow_wide", 0.3, 0.97, 1.5)])))
+    record = hybrid_frontier.main(["--replot", "a", "b", "--results-dir", str(tmp_path), "--name", "both"])
+    assert [(r["source"], r["lam"]) for r in record["runs"]] == [("a", 1.0), ("a", None), ("b", 0.3)]
+    assert (tmp_path / "both.png").stat().st_size > 0
+    assert json.loads((tmp_path / "both.json").read_text())["replot"] == ["a", "b"]
+    with pytest.raises(SystemExit, match="fashionmnist"):
+        hybrid_frontier.main(["--replot", "a", "--dataset", "fashionmnist", "--results-dir", str(tmp_path)])

@@ -81,16 +81,23 @@ def test_missing_dataset_without_download(tmp_path):
     assert "--download" in line and not (tmp_path / "m").exists()
 
 
-def test_flip_workers_and_tensorboard_options(tmp_path):
-    out, log_dir = tmp_path / "run", tmp_path / "tb"
+def test_flip_and_workers_options(tmp_path):
+    out = tmp_path / "run"
     run("train", "--steps", "2", "--log-every", "1", "--out", out, "-q", "--no-plot", "--flip", "--workers", "0",
-        "--tensorboard", log_dir, *TINY)
+        *TINY)
     saved = json.loads((out / "run.json").read_text())
     assert saved["settings"]["flip"] is True and saved["train_config"]["flip"] is True
     assert saved["train_config"]["num_workers"] == 0
-    assert list(log_dir.glob("events.out.tfevents.*"))  # TensorBoard's event file (scalars: tests/training)
     refused = run("train", "--workers", "-1", code=2).stderr
     assert "Invalid value for '--workers': -1 is not in the range x>=0" in refused
+
+
+def test_tensorboard_option_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard")  # an optional extra: hybridflow[tensorboard]
+    log_dir = tmp_path / "tb"
+    run("train", "--steps", "2", "--log-every", "1", "--out", tmp_path / "run", "-q", "--no-plot",
+        "--tensorboard", log_dir, *TINY)
+    assert list(log_dir.glob("events.out.tfevents.*"))  # TensorBoard's event file (scalars: tests/training)
 
 
 def test_tensorboard_missing_is_named_before_any_data_loads(tmp_path, monkeypatch):
@@ -166,3 +173,14 @@ def test_labelled_per_batch_reaches_the_run_and_is_checked_before_data(tmp_path)
     run("train", "--steps", "2", "--out", tmp_path / "off", "-q", "--labelled-fraction", "1", "--labelled-per-batch",
         "0", "--batch-size", "16", *TINY)
     assert json.loads((tmp_path / "off" / "run.json").read_text())["train_config"]["labelled_per_batch"] is None
+
+
+def test_aligned_pseudo_labels_reach_the_run_and_need_pseudo_labels(tmp_path):
+    out = tmp_path / "ssl"
+    run("train", "--steps", "2", "--out", out, "-q", "--labelled-fraction", "0.05", "--labelled-per-batch", "4",
+        "--batch-size", "16", "--pseudo-labels", "0.9", "--align-pseudo-labels", "--translate", "1", *TINY)
+    config = json.loads((out / "run.json").read_text())["train_config"]
+    assert (config["pseudo_labels"], config["align_pseudo_labels"], config["translate"]) == (0.9, True, 1)
+    refused = run("train", "--steps", "2", "--out", tmp_path / "bad", "-q", "--align-pseudo-labels", *TINY, code=2)
+    assert "align_pseudo_labels" in one_line_error(refused) and "pseudo_labels" in one_line_error(refused)
+    assert not (tmp_path / "bad").exists()

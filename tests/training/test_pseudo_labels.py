@@ -10,7 +10,7 @@ from hybridflow.data import ImageData, keep_labels
 from hybridflow.factory import check_train_settings
 from hybridflow.run_settings import TRAIN_DEFAULTS
 from hybridflow.training import SettingsError, train
-from hybridflow.training.pseudo_labels import apply_pseudo_labels, translate_batch
+from hybridflow.training.pseudo_labels import align_to_uniform, apply_pseudo_labels, translate_batch
 from tests.training.helpers import same_state, tiny_config, tiny_model
 
 
@@ -50,6 +50,48 @@ def test_only_confident_unlabelled_images_get_the_guess(digits):
     assert torch.equal(out[:4], y[:4]) and not model.training
 
 
+def test_alignment_divides_each_class_by_its_shrunk_batch_mean():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.5, 0.1, 0.4], [0.8, 0.1, 0.1]])
+    marginal = (probs.sum(0) + 1.0) / (4 + 3)  # shrunk towards 1/3 by K = 3 pseudo-rows
+    by_hand = probs / marginal
+    torch.testing.assert_close(align_to_uniform(probs), by_hand / by_hand.sum(1, keepdim=True))
+    no_shrink = probs / probs.mean(0)
+    torch.testing.assert_close(align_to_uniform(probs, prior_count=0), no_shrink / no_shrink.sum(1, keepdim=True))
+    balanced = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    torch.testing.assert_close(align_to_uniform(balanced), balanced)  # equal classes already: unchanged
+    # class 0 dominates the batch: every row's confidence in it drops, the others' rises
+    aligned = align_to_uniform(probs)
+    assert (aligned[:, 0] < probs[:, 0]).all() and (aligned[:, 1:] > probs[:, 1:]).all()
+
+
+def test_aligned_guesses_pass_the_threshold_after_alignment(digits):
+    model = tiny_model().eval()
+    x, y = digits[0].images[:16], digits[0].labels[:16].clone()
+    y[2:] = -1
+    probs = model.predict_proba(x[2:])
+    aligned = align_to_uniform(probs)
+    threshold = float(aligned.max(dim=1).values.median().detach())
+    out = apply_pseudo_labels(model, x, y, threshold, align=True)
+    confidence, guess = aligned.max(dim=1)
+    expected = torch.where(confidence >= threshold, guess, torch.full_like(guess, -1))
+    assert torch.equal(out[2:], expected) and torch.equal(out[:2], y[:2]) and (expected >= 0).any()
+
+
+def test_the_loop_aligns_the_guesses_when_asked(digits, monkeypatch):
+    import hybridflow.training.loop as loop
+
+    calls = []
+    original = loop.apply_pseudo_labels
+
+    def recording(model, x, y, threshold, align=False):
+        calls.append(align)
+        return original(model, x, y, threshold, align=align)
+
+    monkeypatch.setattr(loop, "apply_pseudo_labels", recording)
+    train(tiny_model(), semi(digits[0]), tiny_config(steps=3, batch_size=32, pseudo_labels=0.5, align_pseudo_labels=True))
+    assert len(calls) >= 2 and all(calls)  # every step (but one that initialises the ActNorms) aligns
+
+
 def test_each_step_trains_on_the_guesses_and_the_moved_images(digits, monkeypatch):
     """The loss of a step is the hybrid loss of the translated batch with the guessed labels."""
     seen = []
@@ -69,9 +111,11 @@ def test_each_step_trains_on_the_guesses_and_the_moved_images(digits, monkeypatc
     assert not any(torch.equal(x_last, data.images[i:i + 32]) for i in range(0, 256, 32))
 
 
-def test_resume_with_pseudo_labels_is_bit_exact(digits, tmp_path):
+@pytest.mark.parametrize("align", [False, True])
+def test_resume_with_pseudo_labels_is_bit_exact(digits, tmp_path, align):
     data = semi(digits[0])
-    config = dict(steps=6, batch_size=16, checkpoint_every=3, keep_checkpoints=2, pseudo_labels=0.2, translate=1)
+    config = dict(steps=6, batch_size=16, checkpoint_every=3, keep_checkpoints=2, pseudo_labels=0.2, translate=1,
+                  align_pseudo_labels=align)
     expected = train(tiny_model(), data, tiny_config(tmp_path / "reference", **config))
     run = tmp_path / "run"
     train(tiny_model(), data, tiny_config(run, **config))
@@ -85,7 +129,9 @@ def test_resume_with_pseudo_labels_is_bit_exact(digits, tmp_path):
 @pytest.mark.parametrize("bad, match", [(dict(pseudo_labels=0.0), "pseudo_labels"),
                                         (dict(pseudo_labels=1.5), "pseudo_labels"),
                                         (dict(pseudo_labels=float("nan")), "pseudo_labels"),
-                                        (dict(translate=-1), "translate"), (dict(translate=1.5), "translate")])
+                                        (dict(translate=-1), "translate"), (dict(translate=1.5), "translate"),
+                                        (dict(pseudo_labels=0.9, align_pseudo_labels=1), "align_pseudo_labels"),
+                                        (dict(align_pseudo_labels=True), "set pseudo_labels")])
 def test_bad_settings_are_named(bad, match):
     with pytest.raises(SettingsError, match=match):
         tiny_config(**bad)
@@ -106,6 +152,7 @@ def test_the_estimator_takes_them_through_train_kwargs(digits):
     y = data.labels.numpy()
     clf = HybridFlowClassifier(backbone_kwargs=dict(patch_size=2, num_layers=1, hidden=8), steps=4, batch_size=32,
                                image_shape=(1, 8, 8), head_input="hidden", random_state=0, num_threads=1,
-                               train_kwargs=dict(pseudo_labels=0.5, translate=1, labelled_per_batch=8))
+                               train_kwargs=dict(pseudo_labels=0.5, align_pseudo_labels=True, translate=1,
+                                                 labelled_per_batch=8))
     clf.fit(X, y)
     assert clf.predict_proba(X[:5]).shape == (5, 10)
