@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -125,10 +126,12 @@ def plot(args, rows: list[dict]) -> str:
 
     figure, axis = plt.subplots(figsize=(10, 4.6))
     groups: dict[str, list[dict]] = {}
+    def source(r: dict) -> str:  # --replot: which results file a run came from
+        return f", {r['source']}" if r.get("source") else ""
+
     for r in rows:
         if r["lam"] is not None:
-            source = f", {r['source']}" if r.get("source") else ""  # --replot: which results file
-            groups.setdefault(f"{r['model'].split(':')[0]} (head: {r['head']}{source})", []).append(r)
+            groups.setdefault(f"{r['model'].split(':')[0]} (head: {r['head']}{source(r)})", []).append(r)
     for label, group in groups.items():
         group = sorted(group, key=lambda r: r["test_bits_per_dim"])
         axis.plot([r["test_bits_per_dim"] for r in group], [100 * r["test_accuracy"] for r in group], "o-", label=label)
@@ -137,9 +140,8 @@ def plot(args, rows: list[dict]) -> str:
                           textcoords="offset points", xytext=(4, -8))
     for r in rows:
         if r["lam"] is None:
-            source = f", {r['source']}" if r.get("source") else ""
             axis.axhline(100 * r["test_accuracy"], color="grey", linestyle="--", linewidth=1,
-                         label=f"timm MLP-Mixer, discriminative ({r['params']:,} params{source})")
+                         label=f"timm MLP-Mixer, discriminative ({r['params']:,} params{source(r)})")
     if args.dataset in TARGETS:  # the corner the issue asks a hybrid to reach: up and to the left of it
         bpd, acc = TARGETS[args.dataset]
         axis.plot([bpd], [acc], "k*", markersize=11, label=f"target: {acc:g}% at {bpd:g} bits/dim or below")
@@ -155,11 +157,12 @@ def plot(args, rows: list[dict]) -> str:
 
 def replot(args) -> dict:
     """One frontier from earlier results files (``--replot``): their runs, tagged with the file."""
-    import json
-
     rows = []
     for name in args.replot:
-        record = json.loads(C.results_path(args, name).read_text())
+        path = C.results_path(args, name)
+        if not path.exists():
+            raise SystemExit(f"--replot {name}: no results file {path}")
+        record = json.loads(path.read_text())
         if record.get("dataset") != args.dataset:
             raise SystemExit(f"{name} holds {record.get('dataset')} runs, not --dataset {args.dataset}")
         rows += [dict(r, source=name) for r in record["runs"]]

@@ -88,5 +88,7 @@ def test_frontier_replot_draws_runs_of_several_files_without_training(tmp_path):
     assert [(r["source"], r["lam"]) for r in record["runs"]] == [("a", 1.0), ("a", None), ("b", 0.3)]
     assert (tmp_path / "both.png").stat().st_size > 0
     assert json.loads((tmp_path / "both.json").read_text())["replot"] == ["a", "b"]
+    with pytest.raises(SystemExit, match="no results file"):
+        hybrid_frontier.main(["--replot", "a", "missing", "--results-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="fashionmnist"):
         hybrid_frontier.main(["--replot", "a", "--dataset", "fashionmnist", "--results-dir", str(tmp_path)])
