@@ -132,9 +132,12 @@ def plot(args, rows: list[dict]) -> str:
     for r in rows:
         if r["lam"] is not None:
             groups.setdefault(f"{r['model'].split(':')[0]} (head: {r['head']}{source(r)})", []).append(r)
-    for label, group in groups.items():
+    colours = plt.get_cmap("tab20" if len(groups) > 10 else "tab10").colors  # no two groups alike
+    for index, (label, group) in enumerate(groups.items()):
         group = sorted(group, key=lambda r: r["test_bits_per_dim"])
-        axis.plot([r["test_bits_per_dim"] for r in group], [100 * r["test_accuracy"] for r in group], "o-", label=label)
+        marker = "s-" if label.startswith("glow") else "o-"  # our Glow squares, MixerFlow circles
+        axis.plot([r["test_bits_per_dim"] for r in group], [100 * r["test_accuracy"] for r in group], marker,
+                  color=colours[index % len(colours)], label=label)
         for r in group:
             axis.annotate(f"λ={r['lam']:g}", (r["test_bits_per_dim"], 100 * r["test_accuracy"]), fontsize=7,
                           textcoords="offset points", xytext=(4, -8))

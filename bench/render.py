@@ -471,14 +471,16 @@ def hybrid_frontier(record: dict, image: str | None, more: list[dict] = ()) -> s
     """Accuracy and bits/dim of each hybrid run and the discriminative baseline, same budget; ``more``:
     the runs on other datasets (hybrid_frontier_<dataset>.json), a table each."""
     extra = [hybrid_frontier(r, None) for r in more]
-    parallel = record.get("parallel", 1)
-    threads = "one torch thread each, two runs at a time" if parallel > 1 else "all threads, one run at a time"
+    parallel, one_thread = record.get("parallel", 1), record["settings"].get("threads") == 1
+    threads = ("one torch thread each, two runs at a time" if parallel > 1
+               else "one torch thread" if one_thread else "all threads, one run at a time")
     load = record.get("machine", {}).get("loadavg")
     when = f"run {record.get('date', '?')[:16]}" + (f", load average at the end {load[0]:.2f}" if load else "")
     lines = [f"**{record['dataset']}** ({when}), every run {record['settings']['minutes']:g} minutes ({threads}); "
              "full test set. "
              "head: what the linear head reads (latent: the flattened latent, the library's HybridModel; hidden: "
-             "the conditioners' hidden units pooled over the rows that share them, read in the same pass).", "",
+             "the conditioners' hidden units pooled over the rows that share them, read in the same pass)."
+             + (f" {record['note'][0].upper()}{record['note'][1:]}." if record.get("note") else ""), "",
              "| run | head | lambda | params | test accuracy (%) | test bits/dim | steps | epochs |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in record["runs"]:

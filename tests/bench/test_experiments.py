@@ -92,3 +92,33 @@ def test_frontier_replot_draws_runs_of_several_files_without_training(tmp_path):
         hybrid_frontier.main(["--replot", "a", "missing", "--results-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="fashionmnist"):
         hybrid_frontier.main(["--replot", "a", "--dataset", "fashionmnist", "--results-dir", str(tmp_path)])
+
+
+def test_frontier_grid_head_pools_each_cell_and_restores_the_library_pooling():
+    import hybrid_frontier_grid as grid_bench
+
+    import hybridflow.features as features
+
+    h = torch.arange(2 * 16 * 3, dtype=torch.float32).reshape(2 * 16, 3)  # 2 images, 4x4 rows, 3 hidden units
+    rows = h.reshape(2, 4, 4, 3)
+    cells = grid_bench.grid_pool(2)(h, 2, False).reshape(2, 3, 2, 2)
+    torch.testing.assert_close(cells[:, :, 0, 1], rows[:, :2, 2:].mean((1, 2)))  # top-right cell
+    torch.testing.assert_close(grid_bench.grid_pool(1)(h, 2, False), rows.mean((1, 2)))  # one cell: the library's mean
+    # the probes' mean and max keep the library's pooling
+    torch.testing.assert_close(grid_bench.grid_pool(2)(h, 2, True), features._pool_hidden(h, 2, True))
+    with pytest.raises(ValueError, match="square grid"):
+        grid_bench.grid_pool(2)(h[:2 * 12], 2, False)
+    spec = parse_spec("mixerflow_tiny:head_input=hidden,patch_size=2,num_layers=1,hidden=8")
+    build = grid_bench.with_grid_head(build_model)
+    original = features._pool_hidden
+    features._pool_hidden = grid_bench.grid_pool(2)
+    try:
+        model = build(spec, (1, 8, 8), lam=1.0, num_classes=3)
+        assert model.head.in_features == 4 * model.num_features  # 2x2 cells of every conditioner's units
+        x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+        assert model(x, torch.tensor([0, 1, 2, -1])).logits.shape == (4, 3)
+    finally:
+        features._pool_hidden = original
+    with pytest.raises(SystemExit):
+        grid_bench.main(["--grid", "2", "--parallel", "2", "--smoke"])
+    assert features._pool_hidden is original

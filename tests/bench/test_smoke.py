@@ -372,3 +372,20 @@ def test_render_shows_the_digits_features_over_trained_flows():
     rows = [line for line in text.splitlines() if line.startswith("| ")][1:]  # after the header row
     assert rows[0].startswith("| mixerflow_tiny (hidden) | 1,024 | 97.10 ± 0.40 | 96.70 / 97.50 |")
     assert "one test image = 0.22 points" in text and "400 steps each" in text
+
+
+@slow
+@needs_data
+def test_frontier_grid_smoke_reads_a_grid_and_labels_it(tmp_path):
+    """bench/hybrid_frontier_grid.py end to end: the hidden-unit run's head is as wide as the grid's
+    cells and is labelled so; the library's pooling is back afterwards."""
+    import hybrid_frontier_grid
+
+    import hybridflow.features as features
+
+    pooling = features._pool_hidden
+    record = hybrid_frontier_grid.main(["--grid", "2", *_argv(tmp_path, tmp_path / "checkpoints"), "--name", "grid"])
+    hidden = [r for r in record["runs"] if r["lam"] is not None and r["head"].startswith("hidden")]
+    assert [r["head"] for r in hidden] == ["hidden, 2x2 grid"]
+    assert all(_finite(r["test_bits_per_dim"]) and 0 <= r["test_accuracy"] <= 1 for r in hidden)
+    assert features._pool_hidden is pooling
