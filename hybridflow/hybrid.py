@@ -334,8 +334,8 @@ class HybridModel(nn.Module):
 
     # -- rebuilding ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """Constructor arguments as plain JSON types; ``HybridModel.from_config(config)`` rebuilds
-        the architecture (weights come from the checkpoint).
+        """Constructor arguments as plain JSON types (and ``eval_seed`` when it is not 0);
+        ``HybridModel.from_config(config)`` rebuilds the architecture (weights come from the checkpoint).
 
         Raises ``ValueError`` for a backbone that was not built by ``create_backbone``.
         """
@@ -344,9 +344,11 @@ class HybridModel(nn.Module):
         if name is None or options is None:
             raise ValueError(f"backbone {type(self.backbone).__name__} was not built by create_backbone, so "
                              "its configuration cannot be stored; rebuild the model yourself and load the weights")
-        return _jsonable(dict(backbone=name, num_classes=self.num_classes, lam=self.lam, pooled=self.pooled,
-                              head_input=self.head_input, input_shape=list(self.input_shape),
-                              backbone_options=dict(options)))
+        config = dict(backbone=name, num_classes=self.num_classes, lam=self.lam, pooled=self.pooled,
+                      head_input=self.head_input, input_shape=list(self.input_shape), backbone_options=dict(options))
+        if self.eval_seed != 0:  # evaluation noise other than the default: a reloaded model scores the same
+            config["eval_seed"] = self.eval_seed
+        return _jsonable(config)
 
     @staticmethod
     def complete_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -368,11 +370,13 @@ class HybridModel(nn.Module):
         try:
             options = {k: tuple(v) if isinstance(v, list) else v for k, v in config["backbone_options"].items()}
             # head_input is absent from configs written before it existed: pooled says it then
-            return cls(config["backbone"], num_classes=config["num_classes"], lam=config["lam"],
-                       input_shape=tuple(config["input_shape"]), pooled=config["pooled"],
-                       head_input=config.get("head_input"), **options)
+            model = cls(config["backbone"], num_classes=config["num_classes"], lam=config["lam"],
+                        input_shape=tuple(config["input_shape"]), pooled=config["pooled"],
+                        head_input=config.get("head_input"), **options)
         except KeyError as missing:
             raise ValueError(f"model config lacks the key {missing}") from None
+        model.eval_seed = config.get("eval_seed", 0)
+        return model
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, lam={self.lam}, head_input={self.head_input}, frozen={self._frozen}"

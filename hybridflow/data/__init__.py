@@ -23,7 +23,8 @@ Example:
     (1078, 269)
 """
 
-from .arrays import ArrayLike, ImageData, PathLike, as_images, check_image_shape, check_labels, load_arrays, to_nchw
+from .arrays import (FLOAT_RANGES, ArrayLike, ImageData, PathLike, as_images, check_image_shape, check_labels,
+                     float_range, load_arrays, to_nchw)
 from .convert import convert_dataset
 from .files import GREY_MODES, load_image_folder, load_npz, load_path, pil_mode, resize_image
 from .items import ItemCollate, check_first_item, dataset_labels, image_item, item_label
@@ -51,7 +52,8 @@ from .synthetic import SYNTHETIC_OOD, inverted_images, load_ood_data, noise_imag
 
 __all__ = [
     # arrays
-    "ArrayLike", "ImageData", "PathLike", "as_images", "check_image_shape", "check_labels", "load_arrays", "to_nchw",
+    "ArrayLike", "ImageData", "PathLike", "FLOAT_RANGES", "as_images", "check_image_shape", "check_labels",
+    "float_range", "load_arrays", "to_nchw",
     # files
     "load_image_folder", "load_npz", "load_path", "pil_mode", "resize_image", "GREY_MODES",
     # any Dataset, streamed from disk

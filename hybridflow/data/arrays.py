@@ -22,8 +22,14 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-__all__ = ["ArrayLike", "PathLike", "ImageData", "as_images", "check_image_shape", "check_labels", "load_arrays",
-           "to_nchw"]
+__all__ = ["ArrayLike", "PathLike", "ImageData", "FLOAT_RANGES", "as_images", "check_image_shape", "check_labels",
+           "float_range", "load_arrays", "to_nchw"]
+
+FLOAT_RANGES = ("auto", "unit", "pixels")
+"""How :func:`as_images` reads float values: ``"unit"`` 0-1 floats (times 255), ``"pixels"`` whole
+numbers in 0..255, ``"auto"`` the first where the batch's maximum is <= 1, else the second. A
+batch of only 0.0 and 1.0 reads either way, so an estimator fixes the range at fit
+(:func:`float_range`) and a row's pixels never depend on the rest of its batch."""
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -105,7 +111,9 @@ def to_nchw(t: torch.Tensor, image_shape: tuple[int, int, int] | None) -> torch.
                 "for a single (H, W) image pass x[None]"
             )
         return t.reshape(n, 1, side, side)
-    if t.ndim == 3:
+    # (N, H, W) that matches a known grey image shape is a batch of grey images, whatever N, H and W are.
+    grey_batch = image_shape is not None and image_shape[0] == 1 and shape[1:] == tuple(image_shape[1:])
+    if t.ndim == 3 and not grey_batch:
         # A trailing 1 or 3 means a single (H, W, C) image, not N images that are 1 or 3 pixels wide.
         if shape[-1] in (1, 3):
             raise ValueError(
@@ -117,6 +125,7 @@ def to_nchw(t: torch.Tensor, image_shape: tuple[int, int, int] | None) -> torch.
                 f"3-D input of shape {shape} is ambiguous: one (C, H, W) RGB image or 3 grey "
                 "(H, W) images; pass x[None] for a single image or x[:, None] for grey images"
             )
+    if t.ndim == 3:
         t = t[:, None]
     elif shape[1] not in (1, 3):
         if shape[-1] not in (1, 3):
@@ -130,8 +139,25 @@ def to_nchw(t: torch.Tensor, image_shape: tuple[int, int, int] | None) -> torch.
     return t
 
 
-def _to_uint8(t: torch.Tensor, what: str) -> torch.Tensor:
-    """Map integer 0..255, float 0-1 or whole-number float 0..255 values to uint8."""
+def float_range(x: ArrayLike) -> str:
+    """The :data:`FLOAT_RANGES` entry a float batch ``x`` fixes for later batches (``"unit"`` when its
+    maximum is <= 1, else ``"pixels"``); ``"auto"`` for integer or boolean input, which is unambiguous.
+
+    Example:
+        >>> float_range(np.array([0.0, 0.5])), float_range(np.array([0.0, 255.0])), float_range(np.array([7]))
+        ('unit', 'pixels', 'auto')
+    """
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if not t.is_floating_point() or t.numel() == 0:
+        return "auto"
+    return "unit" if float(t.max()) <= 1.0 else "pixels"
+
+
+def _to_uint8(t: torch.Tensor, what: str, floats: str = "auto") -> torch.Tensor:
+    """Map integer 0..255, float 0-1 or whole-number float 0..255 values to uint8 (``floats``:
+    which of the float readings, :data:`FLOAT_RANGES`)."""
+    if floats not in FLOAT_RANGES:
+        raise ValueError(f"floats must be one of {FLOAT_RANGES}, got {floats!r}")
     if t.dtype == torch.uint8:
         return t
     if not t.is_floating_point():
@@ -147,26 +173,30 @@ def _to_uint8(t: torch.Tensor, what: str) -> torch.Tensor:
             f"{what} contain negative values (min {lo:g}); expected 0-1 floats or 0..255 pixels "
             "(undo any mean/std normalisation first)"
         )
-    if hi <= 1.0:
+    if floats == "unit" and hi > 1.0:
+        raise ValueError(f"{what} are floats up to {hi:g}, but 0-1 floats were expected (the range fixed at "
+                         "fit): scale them as the training images were")
+    if hi <= 1.0 and floats != "pixels":
         return (t * 255).round().to(torch.uint8)
     if hi > 255:
         raise ValueError(f"{what} exceed 255 (max {hi:g}); expected 0-1 floats or 0..255 pixels")
     if not torch.equal(t, t.round()):
-        raise ValueError(
-            f"{what} are floats up to {hi:g} that are not whole numbers: expected either 0-1 floats "
-            "or whole-number 0..255 pixel values"
-        )
+        expected = ("whole-number 0..255 pixel values (the range fixed at fit)" if floats == "pixels"
+                    else "either 0-1 floats or whole-number 0..255 pixel values")
+        raise ValueError(f"{what} are floats up to {hi:g} that are not whole numbers: expected {expected}")
     return t.to(torch.uint8)
 
 
-def as_images(x: ArrayLike, image_shape: Sequence[int] | None = None) -> torch.Tensor:
+def as_images(x: ArrayLike, image_shape: Sequence[int] | None = None, floats: str = "auto") -> torch.Tensor:
     """Convert a batch of images to the canonical CPU uint8 ``(N, C, H, W)`` tensor.
 
     Layouts: ``(N, C, H, W)`` and ``(N, H, W, C)`` with C in {1, 3} (4-D: dim 1 in {1, 3} means
     NCHW, else a last dim in {1, 3} means NHWC), ``(N, H, W)`` grey, and ``(N, D)`` flattened
     (scikit-learn's ``(n_samples, n_features)``; needs ``image_shape`` unless D is a perfect
     square, then C = 1). Values: integers in 0..255, floats with max <= 1 (scaled by 255 and
-    rounded), or whole-number floats in 0..255. A single image is refused where it can be told
+    rounded), or whole-number floats in 0..255 (``floats``: :data:`FLOAT_RANGES`; ``"auto"`` tells them
+    apart by the batch's maximum; booleans are refused). 3-D input matching a grey
+    ``image_shape`` is a batch of grey images. A single image is refused where it can be told
     apart (3-D with a trailing 1/3 or a leading 3; 2-D whose width is not a perfect square): pass
     ``x[None]``. 2-D input is always ``(N, D)``, so a lone (16, 16) image would read as 16
     flattened 4x4 images; likewise ``(3, H, W)`` is refused as ambiguous (use ``x[:, None]``
@@ -179,7 +209,7 @@ def as_images(x: ArrayLike, image_shape: Sequence[int] | None = None) -> torch.T
     shape = None if image_shape is None else check_image_shape(image_shape)
     t = _to_tensor(x, "images")
     t = to_nchw(t, shape)
-    return _to_uint8(t, "images").contiguous()
+    return _to_uint8(t, "images", floats).contiguous()
 
 
 def check_labels(y: Any, n: int) -> torch.Tensor:

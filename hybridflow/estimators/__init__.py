@@ -24,6 +24,8 @@ pixels; anything else (standardised features, negative or fractional values) is 
 to 0..255 with statistics learned at fit (``offset_``, ``scale_``), per feature for 2-D input
 (tabular columns have unrelated scales) and globally for image-shaped input (pixels share one
 scale). At prediction the same map is applied and values beyond the fitted range are clipped.
+Float pixels keep the range fit saw (``pixel_floats_``: 0-1 or 0..255), so an image of only 0.0
+and 1.0 reads the same alone and in any batch; booleans read as black and white (0 and 255).
 
 Example:
     >>> from sklearn.datasets import load_digits

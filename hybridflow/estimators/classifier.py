@@ -98,7 +98,7 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
         classes_: the class labels, sorted (any hashable labels, strings too).
         n_features_in_: ``C * H * W``.
         image_shape_: ``(C, H, W)`` the flow models.
-        scaling_: ``"pixels"``, ``"feature"`` or ``"global"``: how values become pixels.
+        scaling_: ``"pixels"`` (floats read in ``pixel_floats_``, the range fit saw), ``"feature"`` or ``"global"``.
         offset_, scale_: the min-max map ``pixel = (x - offset_) * scale_`` (``None`` for pixels).
         model_: the trained :class:`~hybridflow.hybrid.HybridModel` (float32; on ``device``, or
             the CPU after unpickling).
@@ -383,9 +383,9 @@ class HybridFlowClassifier(ImageInputMixin, RejectOptionMixin, ClassNamePrefixFe
             raise ValueError("y holds no labelled examples to score")
         encode_labels(y, self.classes_, self.unlabelled)  # refuses labels not seen at fit
         predicted = self.predict(X)
-        check_consistent_length(predicted, y)
-        weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
-        return float(accuracy_score(y[keep], predicted[keep], sample_weight=weights))
+        weights = None if sample_weight is None else column_or_1d(sample_weight)
+        check_consistent_length(predicted, y, weights)  # scikit-learn's message; None is skipped
+        return float(accuracy_score(y[keep], predicted[keep], sample_weight=None if weights is None else weights[keep]))
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ messages, which its estimator checks look for) and then the library's: the image
 (:func:`~hybridflow.estimators.scaling.infer_image_shape`), the value map
 (:class:`~hybridflow.estimators.scaling.PixelScaling`) and the label encoding
 (:mod:`~hybridflow.estimators.labels`). At fit (``reset``) it learns ``image_shape_``,
-``n_features_in_``, ``scaling_``, ``offset_``, ``scale_`` and ``classes_``; later calls check
+``n_features_in_``, ``scaling_``, ``offset_``, ``scale_``, ``pixel_floats_`` (how later float
+input is read: 0-1 or 0..255, as at fit) and ``classes_``; later calls check
 against them and name the fitted shape when ``X`` does not match.
 
 Example:
@@ -65,8 +66,11 @@ class ImageInputMixin:
             self.n_features_in_ = math.prod(self.image_shape_)
             scaling = PixelScaling.fit(values, self.scaling, tabular=X.ndim == 2)
             self.scaling_, self.offset_, self.scale_ = scaling.mode, scaling.offset, scaling.scale
+            self.pixel_floats_ = scaling.floats
+        # Estimators pickled before pixel_floats_ existed read floats as they did then ("auto").
+        scaling = PixelScaling(self.scaling_, self.offset_, self.scale_, getattr(self, "pixel_floats_", "auto"))
         try:
-            return PixelScaling(self.scaling_, self.offset_, self.scale_).to_pixels(values, self.image_shape_)
+            return scaling.to_pixels(values, self.image_shape_)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
 
@@ -74,7 +78,7 @@ class ImageInputMixin:
         """Take pixel images of ``image_shape`` from now on, as a wrapped trained model does."""
         self.image_shape_ = tuple(int(s) for s in image_shape)
         self.n_features_in_ = math.prod(self.image_shape_)
-        self.scaling_, self.offset_, self.scale_ = "pixels", None, None
+        self.scaling_, self.offset_, self.scale_, self.pixel_floats_ = "pixels", None, None, "auto"
 
     def _labels(self, y: Any, n: int, classes: Sequence[Any] | None, first: bool) -> Tensor:
         """``y`` as int64 indices into ``classes_`` (-1 = unlabelled); ``first`` sets ``classes_``."""

@@ -61,8 +61,8 @@ def labelled_part(y: np.ndarray, unlabelled: Any = -1) -> np.ndarray:
 
 def learn_classes(y: np.ndarray, unlabelled: Any = -1, classes: Sequence[Any] | None = None) -> np.ndarray:
     """The sorted classes: of ``classes`` when given (scikit-learn's ``partial_fit`` argument),
-    else of the labelled entries of ``y``; refuses a ``y`` with no labelled entry and classes
-    that include the marker.
+    else of the labelled entries of ``y``; refuses a ``y`` with no labelled entry, fewer than 2
+    classes, and classes that include the marker.
 
     Example:
         >>> learn_classes(np.array([2, -1, 0, 2])).tolist(), learn_classes(np.array([-1]), classes=[1, 0]).tolist()
@@ -78,6 +78,13 @@ def learn_classes(y: np.ndarray, unlabelled: Any = -1, classes: Sequence[Any] | 
                          "a classifier needs at least one labelled example (or pass classes= to partial_fit)")
     if unlabelled is not None and bool(unlabelled_mask(np.asarray(found, dtype=object), unlabelled).any()):
         raise ValueError(f"classes include the unlabelled marker {unlabelled!r}")
+    if len(found) < 2 and len(y) > 1:  # a single sample is refused for its own sake (BatchNorm) at training
+        source = "classes" if classes is not None else "y"
+        marked = "" if len(labelled) == len(y) or unlabelled is None or classes is not None else (
+            f"; its {len(y) - len(labelled)} entries equal to {unlabelled!r} are read as unlabelled "
+            "(labels such as -1/+1 need unlabelled=None or another marker)")
+        raise ValueError(f"a classifier needs samples of at least 2 classes, but {source} holds one class, "
+                         f"{found.tolist()}{marked}")
     return found
 
 

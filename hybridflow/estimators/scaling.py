@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import as_images, check_image_shape, to_nchw
+from ..data import as_images, check_image_shape, float_range, to_nchw
 from ..flows import NUM_BINS
 
 __all__ = ["SCALINGS", "PixelScaling", "infer_image_shape", "image_values"]
@@ -58,7 +58,8 @@ def infer_image_shape(X: np.ndarray, image_shape: Sequence[int] | None = None) -
 
 
 def image_values(X: np.ndarray, image_shape: tuple[int, int, int] | None) -> Tensor:
-    """A numeric array as an ``(N, C, H, W)`` tensor of the same values (booleans as 0/1):
+    """A numeric array as an ``(N, C, H, W)`` tensor of the same values (booleans as black and white
+    pixels, 0 and 255):
     2-D ``X`` is flattened images of ``image_shape`` (row-major), 3-D and 4-D ``X`` is laid out
     by the rules of :func:`~hybridflow.data.as_images` and must match ``image_shape`` if given.
 
@@ -67,7 +68,7 @@ def image_values(X: np.ndarray, image_shape: tuple[int, int, int] | None) -> Ten
         torch.Size([2, 3, 8, 8])
     """
     if X.dtype == np.bool_:
-        X = X.astype(np.uint8)
+        X = X.astype(np.uint8) * np.uint8(NUM_BINS - 1)  # black and white: what 0-1 floats of 0.0 and 1.0 give
     X = np.require(X, requirements=["C", "W"])  # torch wants writable, contiguous memory
     if X.ndim != 2:
         return to_nchw(torch.from_numpy(X), image_shape)
@@ -80,7 +81,8 @@ def image_values(X: np.ndarray, image_shape: tuple[int, int, int] | None) -> Ten
 @dataclass(frozen=True)
 class PixelScaling:
     """How values become pixels: ``mode`` ``"pixels"`` (taken as they are, validated by
-    :func:`~hybridflow.data.as_images`), or ``"feature"`` / ``"global"`` with the min-max map
+    :func:`~hybridflow.data.as_images`, floats read in the range ``floats`` that fit fixed:
+    :data:`~hybridflow.data.FLOAT_RANGES`), or ``"feature"`` / ``"global"`` with the min-max map
     ``pixel = clip(round((x - offset) * scale), 0, 255)``.
 
     Example:
@@ -93,6 +95,7 @@ class PixelScaling:
     mode: str
     offset: np.ndarray | None = None
     scale: np.ndarray | None = None
+    floats: str = "auto"
 
     @classmethod
     def fit(cls, values: Tensor, scaling: str = "auto", tabular: bool = False) -> PixelScaling:
@@ -109,8 +112,8 @@ class PixelScaling:
                 if scaling == "pixels":
                     raise ValueError(f"scaling='pixels' but X does not hold pixels: {error}") from None
                 mode = "feature" if tabular else "global"
-        if mode == "pixels":
-            return cls("pixels")
+        if mode == "pixels":  # 0-1 or 0..255 floats, fixed here so that no later batch reads otherwise
+            return cls("pixels", floats=float_range(values))
         v = values.double().numpy()
         lo, hi = (v.min(axis=0), v.max(axis=0)) if mode == "feature" else (v.min(), v.max())
         span = np.asarray(hi - lo, dtype=np.float64)
@@ -122,7 +125,7 @@ class PixelScaling:
         """``(N, C, H, W)`` values as uint8 pixels (of ``image_shape`` when given)."""
         if self.mode == "pixels":
             try:
-                return as_images(values, image_shape)
+                return as_images(values, image_shape, self.floats)
             except ValueError as error:
                 raise ValueError(f"the scaling was fitted on pixel values; {error} "
                                  "(scaling='feature' or 'global' rescales other input)") from None

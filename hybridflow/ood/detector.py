@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor, nn
 
 from ..backbones import create_backbone
-from ..data import as_images
+from ..data import as_images, float_range
 from ..estimators.fitting import threads_of_estimator
 from ..flows import freeze, inference_model
 from ..pretrained import named_model
@@ -157,10 +157,9 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         """A detector over an already trained ``model`` (a backbone, a :class:`TabularFlow`, a
         hybrid model, or ``"pretrained:fashionmnist"``: a model shipped in the package), no training.
 
-        ``X_fit`` (in-distribution data, held-out is best) sets the threshold ``offset_`` and the
-        typicality statistics; without it ``score_samples`` works but ``predict`` does not.
-        ``likelihood_ratio`` then needs ``reference=`` a trained model. Other ``params`` are
-        constructor arguments.
+        ``X_fit`` (in-distribution data, held-out is best) sets the threshold ``offset_`` and the typicality
+        statistics; without it ``score_samples`` works but ``predict`` does not. ``likelihood_ratio`` then
+        needs ``reference=`` a trained model. Other ``params`` are constructor arguments.
 
         Example:
             >>> flow = create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2)
@@ -257,6 +256,7 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         name = type(self).__name__
         if reset:
             self.input_kind_ = "tabular" if self._is_tabular_input(X) else "images"
+            self.pixel_floats_ = float_range(X)  # the range later float images are read in
         else:
             check_is_fitted(self)
         if self.input_kind_ == "tabular":
@@ -272,8 +272,8 @@ class FlowDensity(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixi
         if reset and isinstance(self.backbone, nn.Module):  # a built model fixes the image shape
             shape = getattr(split_model(self.backbone)[0], "input_shape", None) or shape
         X = np.require(X, requirements=["C", "W"])  # torch wants writable, contiguous memory
-        try:
-            return as_images(X, shape)
+        try:  # floats are read as 0-1 or 0..255 as at fit (pixel_floats_), whatever else is in the batch
+            return as_images(X, shape, getattr(self, "pixel_floats_", "auto"))
         except ValueError as error:
             where = f"{name} was fitted on images of shape {tuple(shape)}: " if not reset else ""
             raise ValueError(f"{where}{error}") from None

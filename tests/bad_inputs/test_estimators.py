@@ -98,3 +98,72 @@ def test_flow_density_names_bad_input(density, bad, words):
 def test_flow_density_fit_names_what_cannot_work(params, x, words):
     with pytest.raises(ValueError, match=words):
         FlowDensity(**KW, image_shape=(1, 8, 8), **params).fit(x)
+
+
+def _tiny_classifier(**params) -> HybridFlowClassifier:
+    return HybridFlowClassifier(backbone_kwargs=dict(patch_size=2, num_layers=1, hidden=8, steps=1), steps=3,
+                                batch_size=16, device="cpu", random_state=0, **params)
+
+
+def test_a_row_reads_the_same_alone_and_in_a_batch_when_fitted_on_pixel_floats():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (24, 64)).astype(float), rng.integers(0, 3, 24)  # whole-number 0..255 floats
+    clf = _tiny_classifier().fit(x, y)
+    assert clf.pixel_floats_ == "pixels"
+    dark = np.zeros((1, 64))
+    dark[0, ::2] = 1.0  # pixel value 1 under this fit, not white
+    np.testing.assert_allclose(clf.predict_proba(dark)[0], clf.predict_proba(np.r_[x[:3], dark])[-1], atol=1e-6)
+    np.testing.assert_allclose(clf.score_samples(dark)[0], clf.score_samples(np.r_[x[:3], dark])[-1], atol=1e-6)
+    unit = _tiny_classifier().fit(x / 255, y)
+    assert unit.pixel_floats_ == "unit"
+    with pytest.raises(ValueError, match="0-1 floats were expected"):
+        unit.predict(x[:2])  # 0..255 floats given to a model fitted on 0-1 floats
+
+
+def test_booleans_read_as_the_same_zero_one_floats():
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 256, (24, 64)).astype(np.uint8), rng.integers(0, 3, 24)
+    clf = _tiny_classifier().fit(x, y)
+    binary = x[:4] > 100
+    np.testing.assert_allclose(clf.predict_proba(binary), clf.predict_proba(binary.astype(float)), atol=1e-6)
+
+
+def test_one_class_is_refused_and_plus_minus_one_labels_are_explained():
+    x = np.random.default_rng(2).integers(0, 256, (20, 64)).astype(np.uint8)
+    with pytest.raises(ValueError, match="at least 2 classes, but y holds one class, \\[0\\]$"):
+        _tiny_classifier().fit(x, np.zeros(20, int))
+    with pytest.raises(ValueError, match="-1/\\+1 need unlabelled=None"):
+        _tiny_classifier().fit(x, np.where(np.arange(20) % 2, 1, -1))
+    plus_minus = _tiny_classifier(unlabelled=None).fit(x, np.where(np.arange(20) % 2, 1, -1))
+    assert plus_minus.classes_.tolist() == [-1, 1]
+
+
+def test_three_grey_images_predict_once_the_shape_is_fitted():
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 256, (24, 8, 8)).astype(np.uint8), rng.integers(0, 3, 24)
+    clf = _tiny_classifier().fit(x, y)
+    np.testing.assert_allclose(clf.predict_proba(x[:3]), clf.predict_proba(x[:4])[:3], atol=1e-6)
+    detector = FlowDensity(backbone_kwargs=dict(patch_size=2, num_layers=1, hidden=8, steps=1), steps=2,
+                           random_state=0).fit(x)
+    np.testing.assert_allclose(detector.score_samples(x[:3]), detector.score_samples(x[:4])[:3], rtol=1e-6)
+
+
+def test_score_names_a_sample_weight_of_the_wrong_length():
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(0, 256, (24, 64)).astype(np.uint8), rng.integers(0, 3, 24)
+    clf = _tiny_classifier().fit(x, y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.score(x, y, sample_weight=np.ones(3))
+    assert clf.score(x, y, sample_weight=np.ones(24)) == clf.score(x, y)
+
+
+def test_flow_density_fixes_the_float_range_at_fit():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (24, 1, 8, 8)).astype(float)
+    detector = FlowDensity(backbone_kwargs=dict(patch_size=2, num_layers=1, hidden=8, steps=1), steps=2,
+                           random_state=0).fit(x)
+    assert detector.pixel_floats_ == "pixels"
+    dark = np.zeros((1, 1, 8, 8))
+    dark[..., ::2] = 1.0
+    np.testing.assert_allclose(detector.score_samples(dark), detector.score_samples(np.r_[x[:3], dark])[-1:],
+                               rtol=1e-6)

@@ -115,3 +115,30 @@ def test_split_stratified_and_seeded():
         data.split(1.0)
     tiny = ImageData(torch.zeros(3, 1, 2, 2), [0, 1, 2])  # a class of one: falls back to random
     assert [len(p) for p in tiny.split(0.34)] == [2, 1]
+
+
+def test_float_range_fixes_how_zero_one_floats_read():
+    from hybridflow.data import float_range
+
+    only_zero_one = np.zeros((1, 1, 2, 2))
+    only_zero_one[0, 0, 0, 0] = 1.0
+    assert as_images(only_zero_one).flatten().tolist() == [255, 0, 0, 0]  # auto: a maximum <= 1 reads 0-1
+    assert as_images(only_zero_one, floats="unit").flatten().tolist() == [255, 0, 0, 0]
+    assert as_images(only_zero_one, floats="pixels").flatten().tolist() == [1, 0, 0, 0]
+    assert as_images(np.full((1, 1, 2, 2), 7), floats="unit").flatten().tolist() == [7] * 4  # integers are pixels
+    with pytest.raises(ValueError, match="0-1 floats were expected"):
+        as_images(np.full((1, 1, 2, 2), 2.0), floats="unit")
+    with pytest.raises(ValueError, match="whole-number 0..255 pixel values \\(the range fixed at fit\\)"):
+        as_images(np.full((1, 1, 2, 2), 0.5), floats="pixels")
+    with pytest.raises(ValueError, match="floats must be one of"):
+        as_images(only_zero_one, floats="percent")
+    assert [float_range(np.array(v)) for v in ([0.0, 0.5], [0.0, 255.0], [3, 4])] == ["unit", "pixels", "auto"]
+
+
+def test_three_dimensional_input_that_matches_a_grey_shape_is_a_batch():
+    assert as_images(np.zeros((3, 8, 8), np.uint8), (1, 8, 8)).shape == (3, 1, 8, 8)  # 3 grey images, not RGB
+    assert as_images(np.zeros((5, 6, 3), np.uint8), (1, 6, 3)).shape == (5, 1, 6, 3)  # 3 pixels wide
+    with pytest.raises(ValueError, match="ambiguous"):
+        as_images(np.zeros((3, 8, 8), np.uint8))  # no shape to tell
+    with pytest.raises(ValueError, match="ambiguous"):
+        as_images(np.zeros((3, 8, 8), np.uint8), (3, 8, 8))  # one RGB image: pass x[None]

@@ -206,3 +206,18 @@ def test_a_float64_model_comes_back_in_float64(tmp_path):
     mixed.head.double()
     loaded = load_checkpoint(save_checkpoint(mixed, tmp_path / "mixed"))
     assert loaded.head.weight.dtype == torch.float64 and next(loaded.backbone.parameters()).dtype == torch.float32
+
+
+def test_a_non_default_eval_seed_survives_save_and_load(tmp_path):
+    model = HybridModel("mixerflow_tiny", num_classes=3, input_shape=(1, 8, 8), patch_size=2, num_layers=1, hidden=8)
+    x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    model.train()
+    model(x)  # the ActNorms' data-dependent start
+    model.eval()
+    model.eval_seed = 5
+    reloaded = load_checkpoint(save_checkpoint(model, tmp_path / "seeded"))
+    assert reloaded.eval_seed == 5
+    torch.testing.assert_close(reloaded.log_prob(x), model.log_prob(x), rtol=0, atol=0)
+    model.eval_seed = 0  # the default stays out of the config: older checkpoints compare equal
+    assert "eval_seed" not in model.config()
+    assert load_checkpoint(save_checkpoint(model, tmp_path / "default")).eval_seed == 0
