@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Callable
 
 from .base import FlowBackbone
@@ -71,10 +72,19 @@ def create_backbone(name: str, pretrained: str | None = None, **overrides) -> Fl
     options = {k: v for k, v in overrides.items() if k != "input_shape"}
     if options:
         overrides = {**overrides, **check_backbone_options(key, options)}
+    from .options import BackboneOptionError
+
     try:
         model = _REGISTRY[key](**overrides)
-    except TypeError as error:  # an unknown override: say which backbone refused it
-        raise ValueError(f"backbone {key!r} does not accept these options {sorted(overrides)}: {error}") from None
+    except TypeError as error:  # an unknown override: name it, not the coupling function that refused it
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        what = (f"has no option {unknown.group(1)!r}" if unknown
+                else f"does not accept these options {sorted(overrides)}: {error}")
+        raise BackboneOptionError(f"backbone {key!r} {what}") from None
+    except ValueError as error:  # a value the constructor refuses (hidden=0, a patch that does not divide...)
+        if type(error) is not ValueError:  # the library's own kinds keep their type
+            raise
+        raise BackboneOptionError(f"backbone {key!r}: {error}") from None
     model.name = key
     return model
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import os
+import warnings
 from pathlib import Path
 
 import click
 
 from .. import __version__
 
-__all__ = ["COMMANDS", "LazyGroup", "command_docstring", "cli", "main"]
+__all__ = ["COMMANDS", "LazyGroup", "command_docstring", "cli", "main", "one_line_warning"]
 
 #: Every command: the ``hybridflow.cli`` module that defines it and the function it decorates.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -83,6 +85,13 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                     file: object = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the command line: ``warning: <message>`` on stderr, without
+    Python's file, line number and source line (``HYBRIDFLOW_DEBUG=1`` keeps Python's format)."""
+    click.echo(f"warning: {message}", err=True)
+
+
 @click.group(cls=LazyGroup, context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))
 @click.version_option(version=__version__, prog_name="hybridflow")
 def cli() -> None:
@@ -100,5 +109,11 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point (also ``python -m hybridflow``)."""
-    cli.main(args=argv, prog_name="hybridflow")
+    """Console-script entry point (also ``python -m hybridflow``): warnings print as one line."""
+    previous = warnings.showwarning
+    if not os.environ.get("HYBRIDFLOW_DEBUG"):
+        warnings.showwarning = one_line_warning
+    try:
+        cli.main(args=argv, prog_name="hybridflow")
+    finally:  # an in-process caller gets its own warnings display back
+        warnings.showwarning = previous

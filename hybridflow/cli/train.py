@@ -15,7 +15,7 @@ from ..training import TensorBoardCallback
 from ..training.distributed import is_main_process
 from .group import cli
 from .options import (ClassList, FiniteFloat, boundary, data_root_option, device_options, download_option, emit, info,
-                      json_option, parse_options, set_threads)
+                      json_option, parse_options, set_threads, usage)
 
 __all__ = ["train", "planned_settings"]
 
@@ -125,6 +125,8 @@ def train(ctx: click.Context, recipe_name, scale, option_pairs, out_dir, resume,
     NaN learning rate in a recipe, a device this machine lacks) stop it with exit code 2 before
     any data loads.
     """
+    if resume and overwrite:
+        raise usage("--resume continues the run in --out and --overwrite deletes it: give one of them")
     # Options given on the command line (or by environment) override the recipe and the resumed run.
     options = {key: value for key, value in given.items()
                if ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, None)}

@@ -28,7 +28,14 @@ def load_npz(path: PathLike, image_shape: Sequence[int] | None = None) -> ImageD
     Example:
         >>> data = load_npz("cifar10-test1000.npz")  # doctest: +SKIP
     """
-    with np.load(path, allow_pickle=False) as archive:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # numpy's words for a PNG or a truncated file mention pickles
+        raise ValueError(f"{path} is not a readable .npz dataset (expected a NumPy archive with an 'x' array of "
+                         f"images and optional 'y' labels): {type(error).__name__}") from None
+    if not hasattr(archive, "files"):  # a bare .npy array, not an archive
+        raise ValueError(f"{path} holds one array, not an .npz archive with 'x' images and optional 'y' labels")
+    with archive:
         keys = list(archive.files)
         if "x" not in keys:
             raise ValueError(f"{path}: no 'x' array (keys: {keys}); expected 'x' images and optional 'y' labels")
@@ -118,7 +125,9 @@ def load_image_folder(
 def load_path(
     path: PathLike, train: bool = True, limit: int | None = None, seed: int = 0, size: int | None = None
 ) -> ImageData:
-    """An ``.npz`` file or an image folder, as a fixed stratified split: 90% train, 10% test.
+    """An ``.npz`` file, an image folder or a folder that ``hybridflow data convert`` wrote (one split,
+    or ``train/`` and ``test/`` splits), as a fixed stratified split: 90% train, 10% test (a folder
+    with both splits gives the one asked for, whole).
 
     ``limit`` keeps a seeded random subset of the chosen split (see :func:`random_subset`);
     ``size`` resizes the images of a folder (see :func:`load_image_folder`).
@@ -131,8 +140,16 @@ def load_path(
         (18, 2)
     """
     path = Path(path)
+    from .npy import NpyImages, is_npy_layout
+
     if not path.exists():
         raise FileNotFoundError(f"dataset path {path} does not exist")
-    data = load_npz(path) if path.is_file() else load_image_folder(path, size=size)
+    split = path / ("train" if train else "test")
+    if is_npy_layout(split):  # data convert's two splits: the one asked for
+        return random_subset(NpyImages(split).to_image_data(), limit, seed)
+    if is_npy_layout(path):
+        data = NpyImages(path).to_image_data()
+    else:
+        data = load_npz(path) if path.is_file() else load_image_folder(path, size=size)
     rest, held_out = data.split(0.1, seed=0)
     return random_subset(rest if train else held_out, limit, seed)

@@ -42,3 +42,16 @@ def test_families_and_their_defaults():
     for family, default in FAMILY_DEFAULTS.items():
         assert default in list_backbones() and create_backbone(family).name == default
 
+
+
+def test_bad_options_name_the_option_and_the_backbone():
+    from hybridflow.backbones.options import BackboneOptionError
+    from hybridflow.data.patches import PatchSizeError
+
+    with pytest.raises(BackboneOptionError, match="^backbone 'mixerflow_tiny' has no option 'nokey'$"):
+        create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2, nokey=3)
+    with pytest.raises(BackboneOptionError, match="^backbone 'mixerflow_tiny': .*must be positive"):
+        create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=2, hidden=0)
+    with pytest.raises(ValueError, match="must divide") as error:
+        create_backbone("mixerflow_tiny", input_shape=(1, 8, 8), patch_size=3)
+    assert isinstance(error.value, (BackboneOptionError, PatchSizeError))

@@ -184,3 +184,30 @@ def test_aligned_pseudo_labels_reach_the_run_and_need_pseudo_labels(tmp_path):
     refused = run("train", "--steps", "2", "--out", tmp_path / "bad", "-q", "--align-pseudo-labels", *TINY, code=2)
     assert "align_pseudo_labels" in one_line_error(refused) and "pseudo_labels" in one_line_error(refused)
     assert not (tmp_path / "bad").exists()
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    out = tmp_path / "run"
+    run("train", "--steps", "2", "--out", out, "-q", "--no-plot", *TINY)
+    refused = run("train", "--out", out, "--resume", "--overwrite", "--steps", "3", code=2)
+    assert "give one of them" in one_line_error(refused)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000000002"]  # neither resumed nor deleted
+
+
+def test_the_console_prints_warnings_as_one_line(tmp_path, capsys):
+    import warnings
+
+    from hybridflow.cli import main
+
+    out = tmp_path / "run"
+    run("train", "--steps", "2", "--out", out, "-q", "--no-plot", *TINY)
+    before = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "--steps", "3", "--lr", "0.5", "--out", str(out), "--resume", "-q", "--no-plot"])
+        assert warnings.showwarning is before  # an in-process caller gets its display back
+    assert exit_.value.code == 0
+    err = capsys.readouterr().err
+    assert any(line.startswith("warning: resuming from") for line in err.splitlines()), err
+    assert "UserWarning" not in err and ".py:" not in err

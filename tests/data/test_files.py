@@ -63,3 +63,30 @@ def test_load_path_is_a_fixed_stratified_split(tmp_path):
     assert len(limited) == 10 and torch.equal(limited.images, load_path(path, limit=10, seed=1).images)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_path(tmp_path / "absent.npz")
+
+
+def test_load_path_reads_what_data_convert_wrote(tmp_path):
+    from hybridflow.data import convert_dataset, load_digits_data
+
+    convert_dataset("digits", tmp_path / "one", train=False)  # one split: split 90/10 like an .npz
+    test = load_digits_data(train=False)
+    both = load_path(tmp_path / "one", train=True), load_path(tmp_path / "one", train=False)
+    assert [len(d) for d in both] == [405, 45] and both[0].image_shape == (1, 8, 8)
+    assert sorted(torch.cat([d.images for d in both]).flatten(1).sum(1).tolist()) == \
+        sorted(test.images.flatten(1).sum(1).tolist())  # the same 450 images
+    convert_dataset("digits", tmp_path / "root" / "train", train=True)
+    convert_dataset("digits", tmp_path / "root" / "test", train=False)
+    whole = load_path(tmp_path / "root", train=False)  # a root with both splits: the split asked for, whole
+    assert torch.equal(whole.images, test.images) and torch.equal(whole.labels, test.labels)
+    assert len(load_path(tmp_path / "root", train=True, limit=100)) == 100
+
+
+def test_load_npz_names_a_file_that_is_not_an_archive(tmp_path):
+    png = tmp_path / "picture.npz"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ValueError, match="not a readable .npz dataset") as error:
+        load_npz(png)
+    assert "pickle" not in str(error.value)
+    np.save(tmp_path / "bare.npy", np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="one array, not an .npz archive"):
+        load_npz(tmp_path / "bare.npy")
