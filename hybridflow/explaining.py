@@ -59,7 +59,9 @@ def explain_run(checkpoint: str | Path, index: int = 0, dataset: str | None = No
     """Explain test image ``index`` of a trained run's dataset (or ``dataset``) with captum
     (:func:`hybridflow.explain.explain`) and save the image beside one heat-map per method and
     target (default ``explain-<dataset>-<index>.png``). ``baseline="mean"`` averages 512 training
-    images. The prediction and bits/dim come from an inference copy (:func:`hybridflow.freeze`).
+    images. The prediction and bits/dim come from an inference copy (:func:`hybridflow.freeze`). A
+    density model (lam 0) has no trained head: the default targets become ``nll`` alone and a class
+    target is refused (:class:`~hybridflow.runs.RequestError`).
     """
     model, directory, run = load_model(checkpoint, device)
     spec = data_spec_from_run(run, dataset, data_root, download, None)
@@ -70,6 +72,11 @@ def explain_run(checkpoint: str | Path, index: int = 0, dataset: str | None = No
     for t in targets:
         if isinstance(t, int) and not 0 <= t < model.num_classes:
             raise RequestError(f"class {t} is out of range: the model has {model.num_classes} classes")
+    if model.lam == 0:  # a density model's head never trained: class maps would explain noise
+        if list(targets) not in (["predicted", "nll"], ["nll"]):
+            raise RequestError(f"{directory} is a density model (lam 0): its class head was never trained, so "
+                               "only --target nll (which pixels make the image unlikely) can be explained")
+        targets = ["nll"]
     image = data.images[index]
     references = replace(spec, limit=512).load(train=True).images if baseline == "mean" else None
     maps = explain(model, image, methods=list(methods), targets=list(targets), baseline=baseline,
@@ -80,8 +87,9 @@ def explain_run(checkpoint: str | Path, index: int = 0, dataset: str | None = No
         bpd = float(fast.bits_per_dim(image[None])[0])
     predicted, label = int(probs.argmax()), int(data.labels[index])
     names = data.classes or [str(k) for k in range(model.num_classes)]
+    guess = f"predicted {names[predicted]} (p={float(probs[predicted]):.2f}), " if model.lam > 0 else ""
     title = (f"{spec.name} test #{index}" + (f" (label {names[label]})" if label >= 0 else "")
-             + f": predicted {names[predicted]} (p={float(probs[predicted]):.2f}), {bpd:.2f} bits/dim")
+             + f": {guess}{bpd:.2f} bits/dim")
     path = plot_attributions(image, {k: a.attributions[0] for k, a in maps.items()},
                              out_path or f"explain-{dataset_key(Path(spec.name).stem)}-{index}.png", title=title)
     return Explanation(spec.name, index, label, predicted, float(probs[predicted]), bpd,

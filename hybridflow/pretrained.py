@@ -28,8 +28,8 @@ from .backbones import FlowBackbone
 from .backbones.registry import backbone_family, registered_name
 from .hybrid import HybridModel
 
-__all__ = ["PRETRAINED_PREFIX", "list_pretrained", "pretrained_folder", "load_pretrained", "pretrained_backbone",
-           "resolve_model_path", "named_model"]
+__all__ = ["PRETRAINED_PREFIX", "UnknownPretrainedError", "list_pretrained", "pretrained_folder", "load_pretrained",
+           "pretrained_backbone", "resolve_model_path", "named_model"]
 
 #: ``--checkpoint pretrained:mnist`` names a shipped model instead of a folder.
 PRETRAINED_PREFIX = "pretrained:"
@@ -50,12 +50,17 @@ def list_pretrained() -> list[dict[str, Any]]:
     return sorted(cards, key=lambda card: card["name"])
 
 
+class UnknownPretrainedError(ValueError):
+    """``pretrained:NAME`` names no model shipped in the package (a command-line mistake: exit code 2)."""
+
+
 def pretrained_folder(name: str) -> Path:
-    """The checkpoint folder of the shipped model ``name`` (``ValueError`` listing the names)."""
+    """The checkpoint folder of the shipped model ``name`` (:class:`UnknownPretrainedError` listing the names)."""
     folder = _root() / str(name)
     if not (folder / _CARD).is_file():
         names = ", ".join(card["name"] for card in list_pretrained()) or "none"
-        raise ValueError(f"no pretrained model {name!r}: choose one of {names} (see `hybridflow pretrained`)")
+        raise UnknownPretrainedError(f"no pretrained model {name!r}: choose one of {names} "
+                                     "(see `hybridflow pretrained`)")
     return folder
 
 

@@ -6,7 +6,7 @@ import click
 
 from ..data import convert_dataset
 from .group import cli
-from .options import boundary, data_root_option, download_option, emit, json_option
+from .options import boundary, data_root_option, download_option, emit, json_option, writable_path
 
 __all__ = ["data_group", "convert_command"]
 
@@ -18,7 +18,7 @@ def data_group() -> None:
 
 @data_group.command("convert")
 @click.argument("src")
-@click.argument("dst", type=click.Path(file_okay=False))
+@click.argument("dst", type=click.Path(file_okay=False), callback=writable_path)
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Which split of a named dataset to convert.")
 @data_root_option

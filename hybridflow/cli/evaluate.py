@@ -12,13 +12,16 @@ __all__ = ["evaluate_command"]
 
 
 @cli.command("eval")
-@click.option("--checkpoint", "-c", required=True, type=click.Path(), help="A run folder or checkpoint.")
+@click.option("--checkpoint", "-c", required=True, type=click.Path(),
+              help="A run folder, a checkpoint, or pretrained:NAME (a model shipped in the package).")
 @click.option("--dataset", "-d", default=None, help="[default: the dataset the checkpoint was trained on]")
 @data_root_option
 @download_option
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="Which split of the dataset to score.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on N random images.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images per evaluation batch (memory only: the figures do not depend on it).")
 @click.option("--ema", is_flag=True, help="Use the EMA weights of the checkpoint.")
 @device_options
 @json_option

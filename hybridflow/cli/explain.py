@@ -10,7 +10,7 @@ from ..explain import METHODS
 from ..explaining import explain_run
 from .group import cli
 from .options import (boundary, data_root_option, device_options, download_option, emit, json_option, set_threads,
-                      usage)
+                      usage, writable_path)
 
 __all__ = ["explain", "parse_targets"]
 
@@ -27,7 +27,8 @@ def parse_targets(text: str) -> list[Any]:
 
 
 @cli.command()
-@click.option("--checkpoint", "-c", required=True, type=click.Path(), help="A run folder or checkpoint.")
+@click.option("--checkpoint", "-c", required=True, type=click.Path(),
+              help="A run folder, a checkpoint, or pretrained:NAME (a model shipped in the package).")
 @click.option("--dataset", "-d", default=None, help="[default: the checkpoint's dataset]")
 @data_root_option
 @download_option
@@ -40,8 +41,9 @@ def parse_targets(text: str) -> list[Any]:
               help="Comma-separated captum methods: ig (Integrated Gradients), saliency, gradshap, inputxgrad.")
 @click.option("--baseline", type=click.Choice(["black", "blur", "mean"]), default="black", show_default=True,
               help="Integrated Gradients' reference image (mean: of the training images).")
-@click.option("--ig-steps", type=click.IntRange(min=2), default=64, show_default=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--ig-steps", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Integrated Gradients' path steps: more steps, a smaller completeness error.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, callback=writable_path,
               help="Heat-map PNG [default: explain-<dataset>-<index>.png].")
 @device_options
 @json_option

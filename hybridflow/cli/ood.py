@@ -13,7 +13,7 @@ from ..ood.report import ood_recipe_settings
 from ..recipes import SCALES
 from .group import cli
 from .options import (ClassList, boundary, data_root_option, device_options, download_option, emit, json_option, set_threads,
-                      usage)
+                      usage, writable_path)
 
 __all__ = ["ood", "format_ood_table", "parse_scores"]
 
@@ -67,8 +67,9 @@ def format_ood_table(rows: dict[str, dict[str, float]]) -> str:
 @download_option
 @click.option("--limit", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Images per set (test splits; the typicality statistics use N training images).")
-@click.option("--roc", "roc_path", type=click.Path(dir_okay=False), default=None, help="Write the ROC curves here.")
-@click.option("--hist", "hist_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--roc", "roc_path", type=click.Path(dir_okay=False), default=None, callback=writable_path,
+              help="Write the ROC curves here.")
+@click.option("--hist", "hist_path", type=click.Path(dir_okay=False), default=None, callback=writable_path,
               help="Write histograms of the scores here.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @device_options

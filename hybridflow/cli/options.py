@@ -8,6 +8,8 @@ import json
 import math
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -16,6 +18,7 @@ from ..data import UnknownDatasetError
 from ..data.subsets import ClassSelectionError, parse_classes
 from ..data.patches import PatchSizeError
 from ..factory import BackboneOptionError, UnknownBackboneError, check_backbone_options
+from ..pretrained import UnknownPretrainedError
 from ..recipes import RecipeError
 from ..runs import CheckpointNotFoundError, DataShapeError, RequestError, RunFolderError, json_default
 from ..training import CheckpointError, NonFiniteLossError
@@ -23,12 +26,13 @@ from ..training.config import SettingsError
 from ..training.distributed import DeviceError, resolve_device
 
 __all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "ClassList", "usage", "boundary", "json_option", "device_options",
-           "check_device", "data_root_option", "download_option", "set_threads", "emit", "info", "parse_options"]
+           "check_device", "writable_path", "image_path", "data_root_option", "download_option", "set_threads", "emit",
+           "info", "parse_options"]
 
 #: Library errors that mean the command line is wrong (exit code 2), not that the work failed.
 USAGE_ERRORS = (UnknownDatasetError, UnknownBackboneError, RecipeError, CheckpointNotFoundError, RunFolderError,
                 DataShapeError, RequestError, SettingsError, BackboneOptionError, DeviceError, ClassSelectionError,
-                PatchSizeError)
+                PatchSizeError, UnknownPretrainedError)
 
 
 class FiniteFloat(click.FloatRange):
@@ -198,3 +202,42 @@ def parse_options(pairs: tuple[str, ...], backbone: str | None = None) -> dict[s
         return check_backbone_options(backbone, options)
     except BackboneOptionError as error:
         raise usage(f"-o: {error}") from None
+
+
+def writable_path(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """A click callback for a file or folder a command will write: ``value`` as given, or a usage
+    error (exit code 2) before any work when it cannot be written there (a file where a folder must
+    be, a folder this process may not write in). Nothing is created.
+
+    Example:
+        >>> writable_path(None, None, "out/samples.png")
+        'out/samples.png'
+    """
+    if value is None:
+        return value
+    name = "/".join(param.opts) if param is not None and param.opts else "the output"
+    path = Path(value)
+    is_folder = param is not None and isinstance(param.type, click.Path) and not param.type.file_okay
+    if path.is_dir() and not is_folder:
+        raise usage(f"{name} {value}: a folder is there, not a file")
+    ancestor = path if is_folder else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise usage(f"{name} {value}: {ancestor} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as error:
+        raise usage(f"{name} {value}: cannot write in {ancestor} ({error.strerror or error})") from None
+    return value
+
+
+def image_path(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """:func:`writable_path` for an image Pillow writes, whose extension it must know (``.png``, ``.jpg``...)."""
+    from PIL import Image
+
+    value = writable_path(ctx, param, value)
+    if value is not None and Path(value).suffix.lower() not in Image.registered_extensions():
+        raise usage(f"--out {value}: not an image file name Pillow writes; end it in .png or .jpg")
+    return value

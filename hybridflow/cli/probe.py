@@ -9,7 +9,7 @@ from ..features import DEFAULT_FEATURES, FEATURE_SETS
 from ..probing import run_probe
 from .group import cli
 from .options import (FiniteFloat, boundary, data_root_option, device_options, download_option, emit, info,
-                      json_option, parse_options, set_threads)
+                      json_option, parse_options, set_threads, writable_path)
 
 __all__ = ["probe"]
 
@@ -43,7 +43,7 @@ __all__ = ["probe"]
               "flattened final latent; pooled = the latent averaged over positions.")
 @click.option("--pooled", is_flag=True, help="Short for --features pooled.")
 @click.option("--no-pixels", is_flag=True, help="Leave out the raw-pixel row.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, callback=writable_path,
               help="Save each trained backbone as a checkpoint under this folder.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")

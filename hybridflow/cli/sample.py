@@ -6,19 +6,23 @@ import click
 
 from ..runs import sample_run
 from .group import cli
-from .options import FiniteFloat, boundary, device_options, emit, json_option, set_threads
+from .options import FiniteFloat, boundary, device_options, emit, image_path, json_option, set_threads
 
 __all__ = ["sample"]
 
 
 @cli.command()
-@click.option("--checkpoint", "-c", required=True, type=click.Path(), help="A run folder or checkpoint.")
-@click.option("--n", "-n", "count", type=click.IntRange(min=1, max=4096), default=64, show_default=True)
+@click.option("--checkpoint", "-c", required=True, type=click.Path(),
+              help="A run folder, a checkpoint, or pretrained:NAME (a model shipped in the package).")
+@click.option("--n", "-n", "count", type=click.IntRange(min=1, max=4096), default=64, show_default=True,
+              help="How many samples (drawn as a square grid).")
 @click.option("--temperature", "-t", type=FiniteFloat(min=0), default=0.7, show_default=True,
               help="Scale of the latent's standard deviation (1 = the model's distribution; < 1 cleaner).")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="samples.png", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="samples.png", show_default=True,
+              callback=image_path,
+              help="The grid image: .png, .jpg or another extension Pillow writes.")
 @click.option("--nrow", type=click.IntRange(min=1), default=None, help="Images per row [default: square grid].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws.")
 @click.option("--ema", is_flag=True, help="Use the EMA weights of the checkpoint.")
 @device_options
 @json_option

@@ -15,7 +15,7 @@ from ..training import TensorBoardCallback
 from ..training.distributed import is_main_process
 from .group import cli
 from .options import (ClassList, FiniteFloat, boundary, data_root_option, device_options, download_option, emit, info,
-                      json_option, parse_options, set_threads, usage)
+                      json_option, parse_options, set_threads, usage, writable_path)
 
 __all__ = ["train", "planned_settings"]
 
@@ -44,10 +44,14 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
 @download_option
 @click.option("--lam", type=FiniteFloat(min=0), default=TRAIN_DEFAULTS["lam"], show_default=True,
               help="Weight of the classification loss: 0 = pure flow (maximum likelihood).")
-@click.option("--steps", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["steps"], show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["batch_size"], show_default=True)
-@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=TRAIN_DEFAULTS["lr"], show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["steps"], show_default=True,
+              help="Optimiser steps in all (with --resume: the total to reach, not more steps).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=TRAIN_DEFAULTS["batch_size"], show_default=True,
+              help="Images per step (at least 2: BatchNorm).")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=TRAIN_DEFAULTS["lr"], show_default=True,
+              help="Adam's peak learning rate (cosine decay to 0 at the last step).")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Linear warm-up from 0 over this many steps, then the schedule.")
 @click.option("--ema-decay", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Keep an exponential moving average of the weights (e.g. 0.999).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on a random subset of N images.")
@@ -90,13 +94,15 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
               show_default=True, help="DataLoader worker processes reading a dataset streamed from disk.")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Also write the metrics as TensorBoard scalars into DIR (needs `pip install tensorboard`).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, callback=writable_path,
               help="Run folder: checkpoints/, metrics.jsonl, run.json, curves.png [default: runs/<recipe or "
                    "backbone>-<dataset>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Delete the checkpoints already in --out and start afresh.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the weights, the data order and the noise (a run is reproducible from it).")
+@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Steps between training log lines (metrics.jsonl and the progress bar's figures).")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Validate every N steps (and at the end).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
               help="Checkpoint every N steps (always at the end and on Ctrl-C).")

@@ -24,3 +24,17 @@ def test_explain_writes_heatmaps_and_checks_completeness(trained, tmp_path):
 def test_index_and_method_mistakes(trained):
     assert "out of range" in one_line_error(run("explain", "-c", trained, "--index", "100000", code=2))
     assert "unknown attribution method" in one_line_error(run("explain", "-c", trained, "--method", "lime", code=2))
+
+
+def test_a_density_model_explains_its_likelihood_only(tmp_path):
+    from tests.cli.runner import TINY
+
+    density = tmp_path / "density"
+    run("train", "--steps", "2", "--lam", "0", "--out", density, "-q", "--no-plot", *TINY)
+    path = tmp_path / "explain.png"
+    payload = json.loads(run("explain", "-c", density, "--method", "saliency", "--out", path, "--json").stdout)
+    assert [row["target"] for row in payload["attributions"]] == ["nll"]  # no map of the untrained head
+    title = run("explain", "-c", density, "--method", "saliency", "--out", path).stdout.splitlines()[0]
+    assert "predicted" not in title and title.endswith("bits/dim")
+    refused = one_line_error(run("explain", "-c", density, "--target", "predicted", "--out", path, code=2))
+    assert "lam 0" in refused and "--target nll" in refused
