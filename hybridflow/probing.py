@@ -142,6 +142,10 @@ def run_probe(backbones: Sequence[str] = ("mixerflow",), checkpoints: Sequence[s
     for data, what in ((train_data, "training"), (test_data, "test")):
         if int((data.labels >= 0).sum()) < len(data):
             raise RequestError(f"the {what} split of {spec.name} is not fully labelled: a probe needs labels")
+    unseen = sorted(set(test_data.labels.tolist()) - set(train_data.labels.tolist()))
+    if unseen:  # a probe cannot predict them: say so before any training (a small --limit can cause it)
+        raise RequestError(f"test labels {unseen} do not occur among the {len(train_data)} training images of "
+                           f"{spec.name}: raise --limit or choose classes that both splits hold")
     if seeds is None:
         seeds = 1 if len(train_data) > ONE_SEED_ABOVE else 3
     seed_list = list(range(seed, seed + seeds))

@@ -130,3 +130,10 @@ def test_large_training_sets_default_to_one_probe_seed(monkeypatch):
     assert large.seeds == [0] and len(large.results["raw pixels"].accuracies) == 1
     assert run_probe(steps=0, limit=120, test_limit=40, seeds=2, backbones=(), log=lambda _: None,
                      progress=False).seeds == [0, 1]
+
+
+def test_test_labels_missing_from_a_small_training_set_are_named_before_training():
+    trained = []
+    with pytest.raises(RequestError, match="do not occur among the 5 training images of digits: raise --limit"):
+        run_probe(["mixerflow"], limit=5, steps=2, progress=False, log=trained.append)
+    assert not any(line.startswith("training") for line in trained)  # refused before any training

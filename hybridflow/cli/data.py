@@ -48,5 +48,6 @@ def convert_command(src, dst, split, data_root, download, size, channels, chunk,
                               channels=None if channels is None else int(channels), chunk=chunk,
                               num_workers=workers, overwrite=overwrite)
     shape = "x".join(map(str, summary["image_shape"]))
+    named = f"{len(summary['classes'])} classes" if summary["classes"] else "no class names"  # an .npz may lack them
     emit(as_json, summary, f"wrote {summary['n']:,} images ({shape}, {summary['labelled']:,} labelled, "
-                           f"{len(summary['classes'])} classes) from {summary['source']} to {summary['dst']}")
+                           f"{named}) from {summary['source']} to {summary['dst']}")

@@ -20,6 +20,8 @@ def test_convert_writes_the_layout_and_reports_it(tmp_path):
     assert torch.equal(NpyImages(tmp_path / "out").to_image_data().images, load_npz(npz).images)
     text = run("data", "convert", "digits", tmp_path / "digits", "--split", "test").stdout
     assert "wrote 450 images (1x8x8, 450 labelled, 10 classes)" in text
+    unnamed = run("data", "convert", npz, tmp_path / "again").stdout  # the .npz holds labels, no class names
+    assert "(3x8x8, 12 labelled, no class names)" in unnamed
 
 
 def test_convert_errors_are_one_line_with_an_exit_code(tmp_path):
