@@ -23,6 +23,7 @@ import os
 # worse slowdown; run all models of a comparison under the same policy.
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
@@ -82,7 +83,7 @@ SMOKE_OVERRIDES = {
     REFERENCE: dict(num_steps=1, hidden=8),
 }
 #: Keys of a model spec that are training settings, not backbone options.
-TRAIN_KEYS = ("lr", "batch_size", "warmup", "clip")
+TRAIN_KEYS = ("lr", "batch_size", "warmup", "clip", "beta2", "schedule", "ema")
 
 
 # --------------------------------------------------------------------------- command line
@@ -123,7 +124,7 @@ def base_parser(description: str, models: Sequence[str] | None = DEFAULT_MODELS)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (then cosine decay over the budget)")
     p.add_argument("--clip", type=float, default=5.0, help="gradient-norm clip (0: none)")
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+    p.add_argument("--schedule", choices=["cosine", "linear", "constant"], default="cosine",
                    help="cosine: decay to 0 over the wall-clock budget")
     p.add_argument("--eval-batch", type=int, default=500)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps even within budget")
@@ -213,7 +214,9 @@ def data_available(root: str | os.PathLike, *names: str) -> bool:
 class ModelSpec:
     """``NAME[:key=value,...]``: a backbone name (or ``normflows_glow``) with options.
 
-    ``lr``, ``batch_size``, ``warmup``, ``clip`` go to training; every other key to the backbone.
+    ``lr``, ``batch_size``, ``warmup``, ``clip``, ``beta2`` (Adam's), ``schedule`` (``cosine``,
+    ``linear`` or ``constant``) and ``ema`` (a decay: evaluate an exponential moving average of the
+    weights) go to training; every other key to the backbone.
     """
 
     name: str
@@ -367,9 +370,13 @@ class TrainSettings:
     max_steps: int | None = None
     seed: int = 0
     max_nonfinite: int = 10
+    beta2: float = 0.999
+    ema: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        # the newer keys only when set, so that the cache keys of earlier runs stay the same
+        return {k: v for k, v in self.__dict__.items()
+                if not ((k == "beta2" and v == 0.999) or (k == "ema" and v is None))}
 
 
 def train_settings(args: argparse.Namespace, spec: ModelSpec | None = None, minutes: float | None = None) -> TrainSettings:
@@ -379,7 +386,8 @@ def train_settings(args: argparse.Namespace, spec: ModelSpec | None = None, minu
     return TrainSettings(seconds=60.0 * (args.minutes if minutes is None else minutes),
                          batch_size=int(own.get("batch_size", args.batch_size)), lr=float(own.get("lr", args.lr)),
                          warmup=int(own.get("warmup", args.warmup)), clip=float(clip) if clip else None,
-                         schedule=args.schedule, max_steps=args.max_steps, seed=args.seed)
+                         schedule=str(own.get("schedule", args.schedule)), max_steps=args.max_steps, seed=args.seed,
+                         beta2=float(own.get("beta2", 0.999)), ema=float(own["ema"]) if own.get("ema") else None)
 
 
 def training_loss(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -396,13 +404,38 @@ def _lr_factor(step: int, elapsed: float, settings: TrainSettings) -> float:
     warm = min(1.0, (step + 1) / settings.warmup) if settings.warmup else 1.0
     if settings.schedule == "constant":
         return warm
+    if settings.schedule not in ("cosine", "linear"):
+        raise ValueError(f"schedule must be cosine, linear or constant, got {settings.schedule!r}")
     if settings.max_steps is not None:
         progress = step / settings.max_steps
         if settings.seconds > 0:
             progress = max(progress, elapsed / settings.seconds)
     else:
         progress = elapsed / settings.seconds if settings.seconds > 0 else 1.0
+    if settings.schedule == "linear":
+        return warm * (1.0 - min(1.0, progress))
     return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _copy_all(targets: Sequence[Tensor], sources: Sequence[Tensor]) -> None:
+    for target, source in zip(targets, sources):
+        target.copy_(source)
+
+
+@contextlib.contextmanager
+def _averaged_weights(params: list[nn.Parameter], averages: list[Tensor] | None):
+    """The averaged weights in place of the trained ones, put back on exit (no-op without)."""
+    if averages is None:
+        yield
+        return
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        _copy_all(params, averages)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            _copy_all(params, saved)
 
 
 def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings, device: torch.device | str = "cpu",
@@ -427,7 +460,7 @@ def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings,
     n = len(images)
     batch = min(settings.batch_size, n)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = make_adam(params, lr=settings.lr)  # the same (fused) Adam for every model
+    optimiser = make_adam(params, lr=settings.lr, betas=(0.9, settings.beta2))  # the same (fused) Adam for every model
     order, cursor = torch.randperm(n, generator=generator), 0
 
     def next_batch() -> tuple[Tensor, Tensor]:
@@ -442,6 +475,8 @@ def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings,
     x, y = next_batch()
     with torch.no_grad():  # data-dependent initialisation (ActNorm) before the first update
         training_loss(model, x, y)
+    # the weight average starts from the initialised weights
+    averages = [p.detach().clone() for p in params] if settings.ema else None
     step_times: list[float] = []
     losses: list[float] = []
     history: list[dict[str, float]] = []
@@ -460,6 +495,8 @@ def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings,
             ok = bool(torch.isfinite(norm))
         if ok:
             optimiser.step()
+            if averages is not None:  # on the clock: the average is part of the method's cost
+                torch._foreach_lerp_(averages, [p.detach() for p in params], 1.0 - settings.ema)
             consecutive = 0
             losses.append(float(loss.detach()))
         else:
@@ -478,12 +515,16 @@ def train_for_budget(model: nn.Module, data: ImageData, settings: TrainSettings,
             window = losses[-50:]
             history.append(dict(step=step, seconds=round(elapsed, 1), loss=float(np.mean(window)) if window else None))
             if on_log is not None:
-                on_log(model, history[-1])
+                with _averaged_weights(params, averages):
+                    on_log(model, history[-1])
                 model.train()
             if verbose:
                 print(f"  {label} step {step} {elapsed:6.0f}s {history[-1]}", file=sys.stderr, flush=True)
             next_log = elapsed + log_every
     model.eval()
+    if averages is not None:  # the model keeps the averaged weights
+        with torch.no_grad():
+            _copy_all(params, averages)
     median_step = statistics.median(step_times) if step_times else float("nan")
     return dict(steps=step, epochs=round(step * batch / n, 3), train_seconds=round(elapsed, 2),
                 images_per_s=round(step * batch / elapsed, 1) if elapsed else None,

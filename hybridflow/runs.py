@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from .data import (
     BatchSource, DataSpec, ImageData, check_dataset_name, dataset_key, keep_labels, random_subset, subset_indices,
 )
+from .data.patches import patch_data
 from .data.subsets import parse_classes
 from .factory import build_model, check_backbone_name, check_train_settings, fit_options
 from .hybrid import HybridModel
@@ -279,7 +280,8 @@ def train_run(options: Mapping[str, Any] | None = None, recipe: str | Path | Non
     streamed = "" if isinstance(train_data, ImageData) else " streamed from disk"
     counted = f" ({labelled:,} labelled)" if labelled is not None else ""
     (log or logger.info)(f"{name} ({model.backbone.num_params:,} parameters) on {spec.name}{shuffled}: "
-                         f"{len(train_data):,} train images{streamed}{counted}, {len(val_data):,} validation, "
+                         f"{len(train_data):,} train {'patches' if spec.patches else 'images'}{streamed}{counted}, "
+                         f"{len(val_data):,} validation, "
                          f"lam={settings['lam']:g}, {settings['steps']} steps of {settings['batch_size']} "
                          f"-> {out_path}")
     run_files = RunFiles(dict(settings=dict(settings), backbone=name, backbone_options=fitted, data=spec.to_dict(),
@@ -366,10 +368,15 @@ def evaluate_run(checkpoint: str | Path, dataset: str | None = None, data_root: 
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     model, directory, run = load_model(checkpoint, device, ema)
     spec = data_spec_from_run(run, dataset, data_root, download, limit)
-    data = spec.load(train=split == "train")
+    # a bag-of-patches model scores the patches of ``limit`` images: both counts are reported
+    patches, spec.patches = spec.patches, None
+    images = spec.load(train=split == "train")
+    data = images if patches is None else patch_data(images, patches)
     check_data_shape(model, data, spec.name)
     t0 = time.perf_counter()
     figures = evaluate_model(model, data, batch_size)
+    if patches is not None:
+        figures.update(num_images=len(images), patches=patches)
     if model.lam == 0:  # a pure flow: its head never trained, so its accuracy means nothing
         figures.update(accuracy=None, cross_entropy=None)
     figures.update(dataset=spec.name, split=split, checkpoint=str(directory),

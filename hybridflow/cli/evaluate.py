@@ -37,7 +37,11 @@ def evaluate_command(checkpoint, dataset, data_root, download, split, limit, bat
     """
     set_threads(threads)
     figures = evaluate_run(checkpoint, dataset, data_root, download, split, limit, batch_size, ema, device)
-    text = f"{figures['dataset']} {split} ({figures['num_examples']:,} images): {figures['bits_per_dim']:.4f} bits/dim"
+    counted = f"{figures['num_examples']:,} images"
+    if figures.get("patches"):  # a bag-of-patches model: its figures are per patch
+        side = figures["patches"]
+        counted = f"{figures['num_images']:,} images as {figures['num_examples']:,} {side}x{side} patches"
+    text = f"{figures['dataset']} {split} ({counted}): {figures['bits_per_dim']:.4f} bits/dim"
     if figures["accuracy"] is not None:
         text += f", accuracy {100 * figures['accuracy']:.2f}%, cross-entropy {figures['cross_entropy']:.4f} nats"
     emit(as_json, figures, text)

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .conditioners import soft_clamp
+
 __all__ = ["DEQUANTIZATIONS", "VariationalDequantizer"]
 
 DEQUANTIZATIONS = ("uniform", "variational")
@@ -61,6 +63,12 @@ class VariationalDequantizer(nn.Module):
         steps: affine steps in logit space (the first conditioned on the image alone).
     """
 
+    channels_last: bool = True
+    """Run the convolutions channels-last: oneDNN's CPU backward of these narrow 3x3 convolutions
+    is 2-3x faster so (a 9 -> 8 channel one, batch 64 of 28x28, one thread: 6.5 against 2.6 ms),
+    which makes a whole ``mixerflow_cpu`` training step about 10% faster. The same numbers either
+    way (tested); ``False`` is the ordinary layout."""
+
     def __init__(self, input_shape: tuple[int, int, int], hidden: int = 8, steps: int = 2) -> None:
         super().__init__()
         c, h, w = (int(s) for s in input_shape)
@@ -79,19 +87,21 @@ class VariationalDequantizer(nn.Module):
         """``v`` in ``(0, 1)`` of ``pixels``' shape and ``log q(v | x)`` per image, in nats, from the
         uniform draw ``eps`` (same shape) and integer ``pixels``; in the dtype of the weights."""
         dtype = self.masks.dtype
-        x = pixels.to(dtype) / (_NUM_BINS - 1) - 0.5
-        eps = eps.to(dtype).clamp(_EPS, 1 - _EPS)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = (pixels.to(dtype) / (_NUM_BINS - 1) - 0.5).to(memory_format=layout)
+        eps = eps.to(dtype).clamp(_EPS, 1 - _EPS).to(memory_format=layout)
         b = torch.log(eps) - torch.log1p(-eps)
         logdet = -(torch.log(eps) + torch.log1p(-eps)).flatten(1).sum(1)  # of logit(eps)
         context = self.context(x)
         for step, mask in zip(self.steps, self.masks):
-            shift, raw = step(torch.cat([context, b * mask], dim=1)).chunk(2, dim=1)
-            log_scale = 3.0 * torch.tanh(raw / 3.0) * (1 - mask)  # bounded, as the couplings' scales
+            inputs = torch.cat([context, b * mask], dim=1).contiguous(memory_format=layout)
+            shift, raw = step(inputs).chunk(2, dim=1)
+            log_scale = soft_clamp(raw, 3.0) * (1 - mask)  # bounded, as the couplings' scales
             b = b + (b * torch.expm1(log_scale) + shift) * (1 - mask)
             logdet = logdet + log_scale.flatten(1).sum(1)
         logdet = logdet + (F.logsigmoid(b) + F.logsigmoid(-b)).flatten(1).sum(1)  # of the sigmoid
         # eps is uniform on (0, 1): log q(v) = -log |dv / d eps|
-        return torch.sigmoid(b).clamp(_EPS, 1 - _EPS), -logdet
+        return torch.sigmoid(b).clamp(_EPS, 1 - _EPS).contiguous(), -logdet
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}, steps={len(self.steps)}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from torch import nn
 from ..hybrid import HybridModel
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "LR_SCHEDULES", "SettingsError",
-           "uses_batch_statistics", "check_batch_size"]
+           "uses_batch_statistics", "check_batch_size", "check_data_fit"]
 
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -73,6 +74,37 @@ def check_batch_size(model: nn.Module, batch_size: int, what: str = "batch_size"
         kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _BATCH_NORMS)})
         raise SettingsError(f"{what} must be at least 2 for a model with BatchNorm layers ({', '.join(kinds)}), "
                             f"got {batch_size}")
+
+
+def check_data_fit(model: nn.Module, config: TrainConfig, num_examples: int | None) -> None:
+    """The checks of ``config`` that need the model and the size of its training data.
+
+    Raises :class:`SettingsError` for a batch the model cannot train on (:func:`check_batch_size`)
+    and for a ``translate`` that can move an image off its whole frame; warns when the batch is
+    larger than the data (each step then uses all of it) and when the warm-up does not end before
+    the last step (the rate never reaches ``lr``).
+
+    Example:
+        >>> net = nn.Linear(2, 2); net.input_shape = (1, 8, 8)
+        >>> try:
+        ...     check_data_fit(net, TrainConfig(steps=10, translate=8), 100)
+        ... except SettingsError as error:
+        ...     print(str(error)[:75])
+        TrainConfig.translate must be below the image side (8 pixels for 8x8 images
+    """
+    check_batch_size(model, min(config.batch_size, num_examples or config.batch_size))
+    shape = tuple(getattr(model, "input_shape", ()) or ())
+    if config.translate and len(shape) == 3 and config.translate >= min(shape[1:]):
+        side = min(shape[1:])
+        raise SettingsError(f"TrainConfig.translate must be below the image side ({side} pixels for {shape[1]}x"
+                            f"{shape[2]} images, input_shape {shape}), got {config.translate}: a shift that "
+                            "large can move an image entirely out of frame")
+    if num_examples is not None and config.batch_size > num_examples:
+        warnings.warn(f"batch_size {config.batch_size} is larger than the {num_examples:,} training examples: "
+                      "each step uses all of them", stacklevel=3)
+    if config.steps is not None and config.warmup_steps >= config.steps:
+        warnings.warn(f"warmup_steps {config.warmup_steps} is not below steps {config.steps}: the learning rate "
+                      f"warms up for the whole run and never reaches lr", stacklevel=3)
 
 
 def _finite(name: str, value: Any, low: float | None = None, low_open: bool = False, high: float | None = None,

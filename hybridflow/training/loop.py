@@ -55,7 +55,7 @@ from ..data.labelled_batches import LabelledBatches
 from ..hybrid import HybridLoss, HybridModel
 from .callbacks import CallbackRunner, TrainInfo, check_callbacks
 from .checkpoint import CHECKPOINTS_DIR, prune_checkpoints, step_directory, write_checkpoint
-from .config import NonFiniteLossError, TrainConfig, TrainResult, check_batch_size
+from .config import NonFiniteLossError, TrainConfig, TrainResult, check_data_fit
 from .distributed import DistributedContext, all_agree, all_reduce, average_buffers, resolve_device, start_distributed
 from .evaluate import evaluate_model
 from .interrupts import DeferredInterrupt
@@ -117,7 +117,7 @@ def train(
     source.check_model(model.input_shape, model.num_classes, "train_data")
     if source.num_examples is None and config.steps is None:
         raise ValueError("train_data is an iterable dataset without __len__: set TrainConfig.steps")
-    check_batch_size(model, min(config.batch_size, source.num_examples or config.batch_size))
+    check_data_fit(model, config, source.num_examples)
     if val_data is not None:
         if not isinstance(val_data, ImageData):
             raise TypeError(f"val_data must be an ImageData (see hybridflow.data), got {type(val_data).__name__}")

@@ -53,6 +53,32 @@ def rescale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, lr: float) -> f
     return old
 
 
+def config_changes(saved: Any, current: Any) -> str:
+    """The keys where two model configs differ, as ``key: old -> new`` (nested keys dotted).
+
+    Example:
+        >>> config_changes({"lam": 1.0, "backbone_options": {"patch_size": [2, 2]}},
+        ...                {"lam": 0.5, "backbone_options": {"patch_size": [4, 4]}})
+        'backbone_options.patch_size: [2, 2] -> [4, 4], lam: 1.0 -> 0.5'
+    """
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return f"{saved!r} -> {current!r}"
+    return ", ".join(_changes(saved, current, ""))
+
+
+def _changes(saved: dict, current: dict, prefix: str) -> list[str]:
+    missing = object()
+    changes = []
+    for key in sorted(set(saved) | set(current), key=str):
+        old, new = saved.get(key, missing), current.get(key, missing)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += _changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {'(none)' if old is missing else repr(old)} -> "
+                           f"{'(none)' if new is missing else repr(new)}")
+    return changes
+
+
 def resume_from(resume: PathLike, model: HybridModel, optimizer: torch.optim.Optimizer, scheduler: Any,
                 batches: EpochBatches, world_size: int, lr: float) -> tuple[RunProgress, TrainingState, Path]:
     """Load the checkpoint ``resume`` (or the newest in an ``out_dir``) into ``model``, ``optimizer``
@@ -71,15 +97,15 @@ def resume_from(resume: PathLike, model: HybridModel, optimizer: torch.optim.Opt
     except ValueError:
         current = None
     if current is not None and current != model_config:
-        warnings.warn(f"resuming from {directory}, whose model config {model_config} differs from this "
-                      f"model's {current}", stacklevel=5)
+        warnings.warn(f"resuming from {directory} with another model config (checkpoint -> now): "
+                      f"{config_changes(model_config, current)}", stacklevel=5)
     try:
         load_weights(model, weights, directory)
     except CheckpointError:
         if current is None or current == model_config:
             raise
-        raise CheckpointError(f"cannot resume from {directory}: its weights are of another model (its "
-                              f"config {model_config}, this model's {current})") from None
+        raise CheckpointError(f"cannot resume from {directory}: its weights are of another model (checkpoint "
+                              f"-> now: {config_changes(model_config, current)})") from None
     progress, changed = restore_training_state(saved, optimizer, scheduler, batches, world_size, directory)
     if changed:
         warnings.warn(f"resuming with different {changed} (checkpoint, now): the data order will not "

@@ -122,3 +122,57 @@ def test_frontier_grid_head_pools_each_cell_and_restores_the_library_pooling():
     with pytest.raises(SystemExit):
         grid_bench.main(["--grid", "2", "--parallel", "2", "--smoke"])
     assert features._pool_hidden is original
+
+
+def test_training_keys_of_a_spec_set_adams_beta2_the_schedule_and_a_weight_average():
+    import argparse
+
+    from _common import ImageData, TrainSettings, _lr_factor, train_for_budget, train_settings
+
+    spec = parse_spec("mixerflow_tiny:beta2=0.99,schedule=linear,ema=0.9,hidden=8")
+    assert spec.options == {"hidden": 8} and spec.train == {"beta2": 0.99, "schedule": "linear", "ema": 0.9}
+    args = argparse.Namespace(minutes=1.0, batch_size=4, lr=1e-3, warmup=0, clip=5.0, schedule="cosine",
+                              max_steps=3, seed=0)
+    settings = train_settings(args, spec)
+    assert (settings.beta2, settings.schedule, settings.ema) == (0.99, "linear", 0.9)
+    assert "ema" not in train_settings(args).as_dict()  # earlier runs' cache keys are unchanged
+    # linear decay: half the budget gone, half the rate left (cosine gives the same at the half)
+    half = _lr_factor(5, 30.0, TrainSettings(seconds=60.0, warmup=0, schedule="linear"))
+    quarter = _lr_factor(5, 15.0, TrainSettings(seconds=60.0, warmup=0, schedule="linear"))
+    assert half == pytest.approx(0.5) and quarter == pytest.approx(0.75)
+
+    # with ema, the model ends with the average of its weights after each step
+    torch.manual_seed(0)
+    model = build_model(parse_spec("mixerflow_tiny:patch_size=2,num_layers=1,hidden=8"), (1, 4, 4))
+    data = ImageData(torch.randint(0, 256, (8, 1, 4, 4), dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+    params = [p for p in model.parameters() if p.requires_grad]
+    seen: list[list[torch.Tensor]] = []
+    original_step = torch.optim.Adam.step
+
+    def recording_step(self, *a, **k):
+        out = original_step(self, *a, **k)
+        seen.append([p.detach().clone() for p in params])
+        return out
+
+    torch.optim.Adam.step = recording_step
+    try:
+        starts: list[list[torch.Tensor]] = []
+        original_zero_grad = torch.optim.Adam.zero_grad
+
+        def recording_zero_grad(self, *a, **k):  # the first call comes after ActNorm's initialisation
+            if not starts:
+                starts.append([p.detach().clone() for p in params])
+            return original_zero_grad(self, *a, **k)
+
+        torch.optim.Adam.zero_grad = recording_zero_grad
+        train_for_budget(model, data, TrainSettings(seconds=60.0, batch_size=4, warmup=0, max_steps=3, ema=0.5),
+                         verbose=False)
+    finally:
+        torch.optim.Adam.step, torch.optim.Adam.zero_grad = original_step, original_zero_grad
+    assert len(seen) == 3
+    expected = starts[0]
+    for weights in seen:
+        expected = [0.5 * e + 0.5 * w for e, w in zip(expected, weights)]
+    for p, e, last in zip(params, expected, seen[-1]):
+        torch.testing.assert_close(p.detach(), e)
+    assert any(not torch.equal(e, w) for e, w in zip(expected, seen[-1]))

@@ -110,5 +110,9 @@ def test_a_reference_trained_on_patches_scores_as_a_bag_of_patches(trained, tmp_
     payload = json.loads(run("ood", "-c", trained, "--out-data", "noise", "--score", "likelihood_ratio",
                              "--reference", reference, "--limit", "50", "--json").stdout)
     assert 0 <= payload["metrics"]["likelihood_ratio"]["auroc"] <= 1
+    # eval --limit counts images: 20 digits of 8x8 are 80 patches of 4x4, and both counts are said
+    figures = json.loads(run("eval", "-c", reference, "--limit", "20", "--json").stdout)
+    assert (figures["num_images"], figures["num_examples"], figures["patches"]) == (20, 80, 4)
+    assert "(20 images as 80 4x4 patches)" in run("eval", "-c", reference, "--limit", "20").stdout
     refused = run("train", "--patches", "3", "--steps", "1", "--out", tmp_path / "bad", "-q", *TINY, code=2)
     assert "patch size 3 must be a positive integer dividing the image size 8x8" in one_line_error(refused)

@@ -120,6 +120,16 @@ def test_resume_with_a_new_lr_trains_at_it(tmp_path):
     assert rates[3] == pytest.approx(1e-4 * lr_factor(3, 4), rel=1e-9)  # the new rate's, not 0.01's
 
 
+def test_resume_with_another_lam_names_only_what_changed(tmp_path):
+    out = tmp_path / "run"
+    run("train", "--steps", "2", "--out", out, "-q", "--no-plot", *TINY)
+    with pytest.warns(UserWarning) as caught:
+        run("train", "--steps", "3", "--lam", "0.5", "--out", out, "--resume", "-q", "--no-plot")
+    messages = [str(w.message) for w in caught if "model config" in str(w.message)]
+    assert len(messages) == 1 and messages[0].endswith("(checkpoint -> now): lam: 1.0 -> 0.5")
+    assert json.loads((out / "run.json").read_text())["settings"]["lam"] == 0.5
+
+
 def test_train_classes_are_stored_and_read_back_by_ood_and_eval(tmp_path):
     out = tmp_path / "low"
     run("train", "--steps", "2", "--out", out, "-q", "--classes", "0-4", *TINY)

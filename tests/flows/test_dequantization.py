@@ -41,6 +41,35 @@ def test_log_q_is_minus_the_log_jacobian_of_the_noise_map(steps):
     assert torch.linalg.slogdet(jacobian)[0] > 0  # increasing in eps: q is a bijection of (0, 1)^D
 
 
+def test_the_channels_last_fast_path_gives_the_ordinary_layouts_numbers_and_gradients():
+    torch.manual_seed(0)
+    q = randomise_last_layers(VariationalDequantizer((1, 6, 6), hidden=5, steps=3))
+    x, eps = pixels(4, (1, 6, 6)), torch.rand(4, 1, 6, 6)
+
+    def run(channels_last: bool):
+        q.channels_last = channels_last
+        q.zero_grad()
+        v, log_q = q(x, eps)
+        (v.square().sum() + log_q.sum()).backward()
+        return v.detach(), log_q.detach(), [p.grad.clone() for p in q.parameters()]
+
+    seen = []
+    hook = q.steps[0][0].register_forward_pre_hook(lambda module, args: seen.append(args[0].stride()))
+    fast, ordinary = run(True), run(False)
+    hook.remove()
+    assert seen[0] != seen[1]  # the fast path really ran channels-last (the stride of C is 1)
+    assert seen[0][1] == 1 and v_is_contiguous(q, x, eps)
+    torch.testing.assert_close(fast[0], ordinary[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(fast[1], ordinary[1], atol=1e-4, rtol=1e-6)
+    for a, b in zip(fast[2], ordinary[2]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def v_is_contiguous(q: VariationalDequantizer, x: torch.Tensor, eps: torch.Tensor) -> bool:
+    q.channels_last = True
+    return q(x, eps)[0].is_contiguous()
+
+
 @pytest.mark.parametrize("name", ["mixerflow_tiny", "glow_tiny"])
 def test_a_new_model_scores_as_uniform_dequantisation(name):
     options = SMALL if name == "mixerflow_tiny" else dict(input_shape=(1, 4, 4), num_levels=1, num_steps=2, hidden=8)

@@ -6,7 +6,7 @@ import pytest
 
 from hybridflow.hybrid import HybridModel
 from hybridflow.training import TrainConfig, train
-from tests.training.helpers import TINY, tiny_config
+from tests.training.helpers import TINY, tiny_config, tiny_model
 
 
 def test_bad_settings_are_named(digits):
@@ -75,3 +75,18 @@ def test_labelled_per_batch_is_a_count_below_the_batch_size():
     for k in (64, 65):
         with pytest.raises(SettingsError, match=r"labelled_per_batch must be below batch_size \(64\).*got " + str(k)):
             TrainConfig(batch_size=64, labelled_per_batch=k)
+
+
+def test_settings_that_do_not_fit_the_data_are_refused_or_named(digits):
+    train_data, _ = digits
+    small = train_data.subset(list(range(40)))
+    # a shift of a whole side can move an 8x8 digit out of frame: refused before any step
+    with pytest.raises(ValueError, match=r"translate must be below the image side \(8 pixels"):
+        train(tiny_model(), small, tiny_config(translate=8))
+    # a batch larger than the data trains on all of it, and says so
+    with pytest.warns(UserWarning, match="batch_size 64 is larger than the 40 training examples"):
+        result = train(tiny_model(), small, tiny_config(steps=2, batch_size=64, translate=7))
+    assert result.steps == 2
+    # a warm-up longer than the run never reaches lr
+    with pytest.warns(UserWarning, match="warmup_steps 5 is not below steps 2"):
+        train(tiny_model(), small, tiny_config(steps=2, warmup_steps=5))
