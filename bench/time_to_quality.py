@@ -36,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--every", type=float, default=30.0, help="seconds of training between curve points")
     p.add_argument("--curve-limit", type=int, default=1000, help="test images of each curve point")
-    p.add_argument("--target", default=None, help="label of the target model (default: the first glow spec)")
+    p.add_argument("--target", default=None,
+                   help="label of the target model (default: the first glow spec), or a bits/dim figure")
     p.add_argument("--parallel", type=int, default=1, help="models trained at a time (one thread each when > 1)")
     # internal: train only spec number ONLY (in a subprocess of --parallel) and print its row as JSON
     p.add_argument("--only", type=int, default=None, help=argparse.SUPPRESS)
@@ -91,9 +92,15 @@ def crossing(curve: list[dict], target: float) -> float | None:
 
 def summarise(args, rows: list[dict]) -> dict:
     labels = [r["model"] for r in rows]
-    target_label = args.target or next((lab for lab, r in zip(labels, rows) if r["family"] == "glow"), labels[0])
-    target_row = rows[labels.index(target_label)]
-    target = target_row["test_bits_per_dim"]
+    try:  # a number: a figure measured elsewhere (another run's Glow)
+        target, target_label = float(args.target), f"{float(args.target):g} bits/dim"
+    except (TypeError, ValueError):
+        target_label = args.target or next((lab for lab, r in zip(labels, rows) if r["family"] == "glow"), labels[0])
+        if target_label not in labels:  # never lose a run's rows to a misspelt label
+            print(f"--target {target_label!r} is no model of this run: the first model is the target",
+                  file=sys.stderr)
+            target_label = labels[0]
+        target = rows[labels.index(target_label)]["test_bits_per_dim"]
     times = {r["model"]: crossing(r["train"]["history"], target) for r in rows}
     for r in rows:
         r["minutes_to_target"] = None if times[r["model"]] is None else round(times[r["model"]] / 60, 2)

@@ -305,10 +305,11 @@ def mixerflow_cpu(**overrides) -> MixerFlow:
     """The CPU default (issue 20): ``mixerflow_wide`` with 3 channel-mixing steps per
     patch-mixing step, variational dequantisation, bfloat16 conditioners and logit preprocessing.
 
-    Train it with Adam at 6e-3 and batch 64 (the settings it was measured with). In 10 minutes of
-    one CPU core it reached 1.485 test bits/dim on MNIST and 3.424 on Fashion-MNIST, against 1.591
-    and 3.523 for ``mixerflow_wide`` with the same optimiser and precision, and 1.520 and 3.479 for
-    our Glow with the same tricks (BENCHMARKS.md, section 11).
+    Train it with Adam at 8e-3, betas (0.9, 0.99) and batch 64 (the best settings measured). In 10
+    minutes of one CPU core it reached 1.396 test bits/dim on MNIST and 3.329 on Fashion-MNIST,
+    against 1.411 and 3.327 for our Glow with the same tricks at its own best rate; with Adam at
+    6e-3 and the default betas, 1.485 and 3.424 on a slower CPU, against 1.591 and 3.523 for
+    ``mixerflow_wide`` (BENCHMARKS.md, section 11).
 
     Example:
         >>> from hybridflow import create_backbone

@@ -25,7 +25,7 @@ from ..training import CheckpointError, NonFiniteLossError
 from ..training.config import SettingsError
 from ..training.distributed import DeviceError, resolve_device
 
-__all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "ClassList", "usage", "boundary", "json_option", "device_options",
+__all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "ClassList", "AdamBetas", "usage", "boundary", "json_option", "device_options",
            "check_device", "writable_path", "image_path", "data_root_option", "download_option", "set_threads", "emit",
            "info", "parse_options"]
 
@@ -69,6 +69,29 @@ class ClassList(click.ParamType):
             return list(parse_classes(value))
         except ClassSelectionError as error:
             self.fail(str(error), param, ctx)
+
+
+class AdamBetas(click.ParamType):
+    """Adam's two betas as ``B1,B2``, each in ``[0, 1)``: a tuple, or a usage error naming the problem.
+
+    Example:
+        >>> AdamBetas().convert("0.9,0.99", None, None)
+        (0.9, 0.99)
+    """
+
+    name = "betas"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        parts = [part.strip() for part in str(value).split(",")]
+        try:
+            betas = tuple(float(part) for part in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not two numbers B1,B2 (e.g. 0.9,0.99).", param, ctx)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):  # also refuses nan
+            self.fail(f"{value!r} must be two numbers B1,B2, each in [0, 1) (e.g. 0.9,0.99).", param, ctx)
+        return betas
 
 
 class CLIError(click.ClickException):

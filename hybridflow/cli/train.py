@@ -14,8 +14,8 @@ from ..runs import TRAIN_DEFAULTS, TrainingInterrupted, find_run, train_run
 from ..training import TensorBoardCallback
 from ..training.distributed import is_main_process
 from .group import cli
-from .options import (ClassList, FiniteFloat, boundary, data_root_option, device_options, download_option, emit, info,
-                      json_option, parse_options, set_threads, usage, writable_path)
+from .options import (AdamBetas, ClassList, FiniteFloat, boundary, data_root_option, device_options, download_option,
+                      emit, info, json_option, parse_options, set_threads, usage, writable_path)
 
 __all__ = ["train", "planned_settings"]
 
@@ -50,6 +50,9 @@ def planned_settings(options: dict[str, Any], recipe: str | None, scale: str, ou
               help="Images per step (at least 2: BatchNorm).")
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=TRAIN_DEFAULTS["lr"], show_default=True,
               help="Adam's peak learning rate (cosine decay to 0 at the last step).")
+@click.option("--betas", type=AdamBetas(), default=None, metavar="B1,B2",
+              help="Adam's betas [default: 0.9,0.999]. 0.9,0.99 trained both MixerFlow and Glow faster in "
+                   "10-minute CPU runs (BENCHMARKS.md, section 11).")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Linear warm-up from 0 over this many steps, then the schedule.")
 @click.option("--ema-decay", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,

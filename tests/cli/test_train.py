@@ -120,6 +120,19 @@ def test_resume_with_a_new_lr_trains_at_it(tmp_path):
     assert rates[3] == pytest.approx(1e-4 * lr_factor(3, 4), rel=1e-9)  # the new rate's, not 0.01's
 
 
+def test_betas_reach_adam_and_the_run_file_and_bad_ones_are_named(tmp_path):
+    out = tmp_path / "run"
+    run("train", "--steps", "2", "--betas", "0.8,0.95", "--out", out, "-q", "--no-plot", *TINY)
+    assert json.loads((out / "run.json").read_text())["settings"]["betas"] == [0.8, 0.95]
+    saved = json.loads((next((out / "checkpoints").iterdir()) / "checkpoint.json").read_text())
+    assert saved["training_state"]["optimizer"]["param_groups"][0]["betas"] == [0.8, 0.95]  # Adam's own
+    for bad, words in (("0.9", "two numbers"), ("0.9,1.0", "each in [0, 1)"), ("a,b", "not two numbers"),
+                       ("0.9,nan", "each in [0, 1)")):
+        error = run("train", "--betas", bad, "--out", tmp_path / "x", code=2).stderr
+        assert "Invalid value for '--betas'" in error and words in error and "Traceback" not in error, bad
+    assert not (tmp_path / "x").exists()
+
+
 def test_resume_with_another_lam_names_only_what_changed(tmp_path):
     out = tmp_path / "run"
     run("train", "--steps", "2", "--out", out, "-q", "--no-plot", *TINY)
