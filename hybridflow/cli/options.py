@@ -25,8 +25,8 @@ from ..training import CheckpointError, NonFiniteLossError
 from ..training.config import SettingsError
 from ..training.distributed import DeviceError, resolve_device
 
-__all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "ClassList", "AdamBetas", "usage", "boundary", "json_option", "device_options",
-           "check_device", "writable_path", "image_path", "data_root_option", "download_option", "set_threads", "emit",
+__all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "ClassList", "AdamBetas", "usage", "boundary", "json_option",
+           "device_options", "check_device", "writable_path", "image_path", "data_root_option", "download_option", "set_threads", "emit",
            "info", "parse_options"]
 
 #: Library errors that mean the command line is wrong (exit code 2), not that the work failed.
