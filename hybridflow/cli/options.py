@@ -26,8 +26,8 @@ from ..training.config import SettingsError
 from ..training.distributed import DeviceError, resolve_device
 
 __all__ = ["CLIError", "USAGE_ERRORS", "FiniteFloat", "ClassList", "AdamBetas", "usage", "boundary", "json_option",
-           "device_options", "check_device", "writable_path", "image_path", "data_root_option", "download_option", "set_threads", "emit",
-           "info", "parse_options"]
+           "device_options", "check_device", "writable_path", "image_path", "data_root_option", "download_option",
+           "set_threads", "emit", "info", "parse_options"]
 
 #: Library errors that mean the command line is wrong (exit code 2), not that the work failed.
 USAGE_ERRORS = (UnknownDatasetError, UnknownBackboneError, RecipeError, CheckpointNotFoundError, RunFolderError,

@@ -66,8 +66,9 @@ class VariationalDequantizer(nn.Module):
     channels_last: bool = True
     """Run the convolutions channels-last: oneDNN's CPU backward of these narrow 3x3 convolutions
     is 2-3x faster so (a 9 -> 8 channel one, batch 64 of 28x28, one thread: 6.5 against 2.6 ms),
-    which makes a whole ``mixerflow_cpu`` training step about 10% faster. The same numbers either
-    way (tested); ``False`` is the ordinary layout."""
+    which makes a whole ``mixerflow_cpu`` training step 1.16x faster (98.7 against 114.9 ms for
+    64 images, one thread) and our Glow's 1.05x. The same numbers either way (tested); ``False`` is
+    the ordinary layout."""
 
     def __init__(self, input_shape: tuple[int, int, int], hidden: int = 8, steps: int = 2) -> None:
         super().__init__()
