@@ -18,11 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from ..data import SYNTHETIC_OOD, check_dataset_name, load_ood_data
 from ..plots import plot_roc_curves, plot_score_histograms
@@ -130,6 +132,11 @@ def ood_report(checkpoint: str | Path, out_data: str, in_data: str | None = None
     out_spec = replace(spec, classes=out_classes)  # the in-distribution classes never carry over to out_data
     x_out = load_ood_data(out_data, out_spec, x_in)
     check_data_shape(model, x_out, out_data)
+    shared = shared_images(x_in.images, x_out.images)
+    if shared:  # in-distribution images scored as "out": the metrics measure nothing
+        warnings.warn(f"{shared:,} of the {len(x_out):,} out-of-distribution images ({out_data}) are also among the "
+                      f"in-distribution test images ({spec.name}): the metrics score images against themselves; "
+                      "choose other data or classes (--out-classes, --in-classes)", stacklevel=2)
     report = score_ood(model, x_in.images, x_out.images, scorers, reference=ref_model, fit_images=fit_images,
                        batch_size=batch_size)
     report.in_data, report.out_data, report.checkpoint = spec.name, out_data, str(directory)
@@ -140,6 +147,21 @@ def ood_report(checkpoint: str | Path, out_data: str, in_data: str | None = None
         report.plots["hist"] = str(plot_score_histograms(report.scores, hist_path,
                                                          labels=(f"{spec.name} (in)", f"{out_data} (out)")))
     return report
+
+
+def shared_images(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many images of ``b`` also occur, pixel for pixel, in ``a`` (both ``(N, C, H, W)``).
+
+    Example:
+        >>> x = torch.arange(12, dtype=torch.uint8).view(3, 1, 2, 2)
+        >>> shared_images(x, x[1:]), shared_images(x[:1], x[1:])
+        (2, 0)
+    """
+    if len(a) == 0 or len(b) == 0 or a.shape[1:] != b.shape[1:]:
+        return 0
+    rows = torch.cat([a.flatten(1), b.flatten(1).to(a.dtype)])
+    ids = torch.unique(rows, dim=0, return_inverse=True)[1]
+    return int(torch.isin(ids[len(a):], ids[:len(a)]).sum())
 
 
 def ood_recipe_settings(recipe: str | Path, scale: str = "cpu", **overrides: Any) -> dict[str, Any]:

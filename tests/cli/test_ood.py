@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -116,3 +117,17 @@ def test_a_reference_trained_on_patches_scores_as_a_bag_of_patches(trained, tmp_
     assert "(20 images as 80 4x4 patches)" in run("eval", "-c", reference, "--limit", "20").stdout
     refused = run("train", "--patches", "3", "--steps", "1", "--out", tmp_path / "bad", "-q", *TINY, code=2)
     assert "patch size 3 must be a positive integer dividing the image size 8x8" in one_line_error(refused)
+
+
+def test_out_data_that_holds_the_in_distribution_test_images_is_named(trained):
+    with pytest.warns(UserWarning, match=r"20 of the 20 out-of-distribution images \(digits\) are also among the "
+                                         r"in-distribution test images"):
+        payload = json.loads(run("ood", "-c", trained, "--out-data", "digits", "--score", "bpd", "--limit", "20",
+                                 "--json").stdout)
+    assert payload["metrics"]["bpd"]["auroc"] == pytest.approx(0.5)  # the same images on both sides
+    with pytest.warns(UserWarning, match="45 of the 45 out-of-distribution"):  # the 7s are in-distribution too
+        run("ood", "-c", trained, "--out-data", "digits", "--out-classes", "7", "--score", "bpd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # disjoint classes: nothing to say
+        run("ood", "-c", trained, "--in-classes", "0-4", "--out-data", "digits", "--out-classes", "5-9",
+            "--score", "bpd")
