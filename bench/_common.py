@@ -57,7 +57,7 @@ from _pseudo_labels import PseudoLabelHybrid  # noqa: E402
 from hybridflow.backbones import backbone_family  # noqa: E402
 from hybridflow.backbones.density import parameter_dtype_device  # noqa: E402
 from hybridflow.data import ImageData, load_dataset  # noqa: E402
-from hybridflow.flows import NUM_BINS, check_pixels, dequantize  # noqa: E402
+from hybridflow.flows import NUM_BINS, check_pixels, dequantize, native_bfloat16  # noqa: E402
 from hybridflow.hybrid import HybridModel  # noqa: E402
 from hybridflow.training import load_checkpoint, make_adam, save_checkpoint  # noqa: E402
 
@@ -758,7 +758,9 @@ def _cpu_model() -> str:
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:
-    """nproc, CPU, torch, Python, threads and the load average (the machine is shared)."""
+    """nproc, CPU (and its vector capability, and whether it computes bfloat16 natively: the same
+    "AMD EPYC" name has covered AVX-512 and AVX2-only machines), torch, Python, threads and the
+    load average (the machine is shared)."""
     try:
         nproc = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -769,7 +771,8 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         load = None
     return dict(nproc=nproc, cpu=_cpu_model(), torch=torch.__version__, python=platform.python_version(),
                 platform=platform.platform(), threads=threads if threads is not None else torch.get_num_threads(),
-                normflows=_normflows_version(), loadavg=load, cuda=torch.cuda.is_available())
+                normflows=_normflows_version(), loadavg=load, cuda=torch.cuda.is_available(),
+                capability=torch.backends.cpu.get_cpu_capability(), native_bfloat16=native_bfloat16("cpu"))
 
 
 def _normflows_version() -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -46,10 +47,11 @@ SECTIONS = [
      "python bench/hybrid_frontier.py --minutes 10 --parallel 2 --runs ..."),
     ("ood_reference", "13. Likelihood-ratio OOD: which reference model", "python bench/ood_reference.py"),
     ("calibration", "14. Calibration and the reject option of the shipped hybrid", "python bench/calibration.py"),
+    ("precision", "15. bfloat16 against float32 conditioners, per CPU", "python bench/precision.py"),
 ]
 
 #: Sections whose JSON carries its own provenance (not the training benchmarks' record format).
-OWN_PROVENANCE = {"memory_depth", "stream_memory", "gpu_throughput", "ood_reference", "calibration"}
+OWN_PROVENANCE = {"memory_depth", "stream_memory", "gpu_throughput", "ood_reference", "calibration", "precision"}
 
 
 def load(results_dir: Path, name: str) -> dict | None:
@@ -65,7 +67,9 @@ def provenance(record: dict, training: bool = True) -> str:
     settings = record.get("settings", {})
     # runs trained in parallel subprocesses (--parallel N) ran on one thread each, whatever the parent had
     threads = "1 torch thread per run" if record.get("parallel", 1) > 1 else f"{m.get('threads')} torch threads"
-    machine = (f"{m.get('nproc')} CPUs ({m.get('cpu')}), {threads}, torch {m.get('torch')}, "
+    cpu = m.get("cpu") if not m.get("capability") else (
+        f"{m.get('cpu')}, {m['capability']}, {'native' if m.get('native_bfloat16') else 'emulated'} bfloat16")
+    machine = (f"{m.get('nproc')} CPUs ({cpu}), {threads}, torch {m.get('torch')}, "
                f"Python {m.get('python')}, normflows {m.get('normflows') or 'absent'}; load average at the end "
                f"{m.get('loadavg')}")
     lines = [f"- Command: `{record.get('command')}`",
@@ -531,6 +535,27 @@ def calibration(record: dict) -> str:
     return "\n".join(lines)
 
 
+def precision(records: list[dict]) -> str:
+    """Per CPU: seconds per training step with float32 and with bfloat16 conditioners, and their ratio."""
+    lines = []
+    for record in records:
+        m = record["machine"]
+        native = "native bfloat16" if m["native_bfloat16"] else "no bfloat16 units (emulated)"
+        lines += [f"- Command: `{record['command']}` ({record['date']}, wall time {record['wall_seconds']:.0f} s; "
+                  f"CPU {m['cpu']} ({m['capability']}, {native}), {m['nproc']} CPUs, {m['threads']} torch thread)", "",
+                  "| model | batch | float32 step (s) | bfloat16 step (s) | bfloat16 / float32, median (range) "
+                  "| log_prob: bfloat16 / float32 |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for row in record["rows"]:
+            steps, scores = row["train_seconds"], row["log_prob_seconds"]
+            ratios = [b / f for f, b in steps]
+            lines.append(f"| {row['model']} | {row['batch']} | {statistics.median(f for f, _ in steps):.3f} "
+                         f"| {statistics.median(b for _, b in steps):.3f} | {statistics.median(ratios):.2f} "
+                         f"({min(ratios):.2f}-{max(ratios):.2f}) | {statistics.median(b / f for f, b in scores):.2f} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 def load_notes(path: Path = NOTES) -> dict[str, str]:
     """The hand-written discussion of each section: ``## <section>`` blocks of ``bench/notes.md``."""
     if not path.exists():
@@ -626,6 +651,9 @@ def render(results_dir: Path, out_path: Path, notes_path: Path = NOTES) -> str:
                 parts.append(gpu_throughput(record))
             elif name == "calibration":
                 parts.append(calibration(record))
+            elif name == "precision":
+                more = [load(results_dir, p.stem) for p in sorted(results_dir.glob("precision_*.json"))]
+                parts.append(precision([record] + [r for r in more if r]))
             elif name == "ood_reference":
                 parts.append(ood_reference(record))
             elif name == "hybrid_frontier":

@@ -8,7 +8,7 @@
 #   bench/run_all.sh tune                  # optional: the tuning sweeps on MNIST (density_tuning*.json)
 #
 # Sections (default: all but tune, in this order):
-#   quality density permutations embeddings hybrid frontier ood scaling render.
+#   quality density permutations embeddings hybrid frontier ood scaling precision render.
 # quality trains MIXER, GLOW, normflows' Glow and one MixerFlow variant for --minutes on MNIST,
 # Fashion-MNIST and the CIFAR-10 subset, two at a time with one torch thread each (a 10-minute run
 # is 10 minutes of one core), measuring test bits/dim along the way (time to quality). Every model
@@ -39,8 +39,10 @@ THREADS=1
 # measured with the previous specs, MIXER and GLOW without those keys (each table names its spec).
 # Then each model's best Adam: betas (0.9, 0.99), MixerFlow at 8e-3 (bench/results/time_to_quality_tuning*.json;
 # our Glow's best rate is 4e-3 on MNIST and 3e-3 on Fashion-MNIST: 3e-3 is kept).
-MIXER=${MIXER:-"mixerflow_wide:dequantization=variational,steps=3,patch_steps=1,lr=8e-3,beta2=0.99,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit"}
-GLOW=${GLOW:-"glow_tiny:lr=3e-3,beta2=0.99,conditioner_dtype=bfloat16,preprocess=logit,dequantization=variational"}
+# conditioner_dtype=auto: bfloat16 where the CPU computes it natively, float32 on AVX2-only CPUs, where
+# bfloat16 is emulated and about 4x slower (bench/precision.py, section 15); the earlier tables ran bfloat16.
+MIXER=${MIXER:-"mixerflow_wide:dequantization=variational,steps=3,patch_steps=1,lr=8e-3,beta2=0.99,batch_size=64,conditioner_dtype=auto,preprocess=logit"}
+GLOW=${GLOW:-"glow_tiny:lr=3e-3,beta2=0.99,conditioner_dtype=auto,preprocess=logit,dequantization=variational"}
 VARIANT=${VARIANT:-"mixerflow_wide:num_layers=3,hidden=112,lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit"}
 MIXER_HIDDEN=${MIXER/mixerflow_wide:/mixerflow_wide:head=hidden,}        # bench/hybrid_frontier.py's key
 MIXER_HEAD=${MIXER/mixerflow_wide:/mixerflow_wide:head_input=hidden,}     # HybridModel's, for the others
@@ -59,7 +61,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ ${#SECTIONS[@]} -eq 0 ]]; then
-  SECTIONS=(quality density permutations embeddings hybrid frontier ood scaling render)
+  SECTIONS=(quality density permutations embeddings hybrid frontier ood scaling precision render)
 fi
 
 LOGS=runs/bench/logs
@@ -121,8 +123,9 @@ for section in "${SECTIONS[@]}"; do
         "mixerflow_tiny:lr=8e-3,batch_size=64,conditioner_dtype=bfloat16" \
         "mixerflow_tiny:lr=6e-3,batch_size=64,conditioner_dtype=bfloat16,preprocess=logit" \
         "mixerflow_tiny:lr=1.2e-2,batch_size=64,conditioner_dtype=bfloat16" ;;
+    precision) run precision --threads 1 --out "$RESULTS/precision.json" ;;   # bfloat16 against float32 here
     render) "$PYTHON" bench/render.py --results-dir "$RESULTS" --out "$OUT" ;;
-    *) echo "unknown section $section (quality density permutations embeddings hybrid frontier ood scaling render tune)" >&2
+    *) echo "unknown section $section (quality density permutations embeddings hybrid frontier ood scaling precision render tune)" >&2
        exit 2 ;;
   esac
 done

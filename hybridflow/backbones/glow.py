@@ -121,7 +121,7 @@ class Glow(FlowBackbone):
         coupling: ``"affine"`` (Glow) or ``"spline"`` (Neural Spline Flows); any further keyword
             (``num_bins``, ``tail_bound``, ...) goes to the spline coupling.
         conditioner_dtype: ``"bfloat16"`` runs the conditioners in mixed precision (see
-            ``set_conditioner_dtype``).
+            ``set_conditioner_dtype``); ``"auto"`` picks bfloat16 only where it is native.
         preprocess: ``"centre"`` (``u - 0.5``, the default) or ``"logit"`` (RealNVP's logit).
         compile_couplings: train the couplings through ``torch.compile`` (see
             ``set_compiled_couplings``; a run option, not stored in ``config``).

@@ -109,7 +109,8 @@ class MixerFlow(FlowBackbone):
         coupling: a registered coupling name (``"affine"``; see ``list_couplings()``).
         num_blocks: residual blocks in each affine conditioner.
         conditioner_dtype: ``"bfloat16"`` runs the conditioners in mixed precision (faster on
-            CPUs with AVX512-BF16; log-dets stay exact, see ``set_conditioner_dtype``).
+            CPUs with AVX512-BF16, several times slower on AVX2-only CPUs; log-dets stay exact,
+            see ``set_conditioner_dtype``); ``"auto"`` picks bfloat16 only where it is native.
         preprocess: ``"centre"`` (``u - 0.5``, the default) or ``"logit"`` (RealNVP's logit; on
             MNIST it took a 4-minute CPU run from 1.864 to 1.610 bits/dim, see BENCHMARKS.md).
         compile_couplings: train the couplings through ``torch.compile`` (see
@@ -303,7 +304,9 @@ def mixerflow_wide(**overrides) -> MixerFlow:
 @register_backbone
 def mixerflow_cpu(**overrides) -> MixerFlow:
     """The CPU default (issue 20): ``mixerflow_wide`` with 3 channel-mixing steps per
-    patch-mixing step, variational dequantisation, bfloat16 conditioners and logit preprocessing.
+    patch-mixing step, variational dequantisation, logit preprocessing, and bfloat16 conditioners
+    where the hardware computes bfloat16 natively, float32 elsewhere (``conditioner_dtype="auto"``:
+    on an AVX2-only CPU bfloat16 is emulated and a training step takes 4.4x as long).
 
     Train it with Adam at 8e-3, betas (0.9, 0.99) and batch 64 (the best settings measured). In 10
     minutes of one CPU core it reached 1.396 test bits/dim on MNIST and 3.329 on Fashion-MNIST,
@@ -318,7 +321,7 @@ def mixerflow_cpu(**overrides) -> MixerFlow:
         ('variational', 1, 412609)
     """
     return _config(dict(input_shape=(1, 28, 28), patch_size=4, num_layers=4, hidden=96, steps=3, patch_steps=1,
-                        shift=1, linear="LU", conditioner_dtype="bfloat16", preprocess="logit",
+                        shift=1, linear="LU", conditioner_dtype="auto", preprocess="logit",
                         dequantization="variational"), overrides)
 
 

@@ -17,6 +17,7 @@ from .preprocess import (
     quantize,
 )
 from .dequantization import DEQUANTIZATIONS, VariationalDequantizer
+from .precision import SlowBfloat16Warning, native_bfloat16, resolve_conditioner_dtype
 from .reshape import Patchify, RepatchedFlow, ShiftedFlow, Squeeze, patchify, unpatchify
 from .spline import SplineCoupling, conv_spline_coupling, rational_quadratic_spline, spline_params_per_feature
 
@@ -33,4 +34,6 @@ __all__ = [
     "invertible_backprop_forward",
     # issue 20: variational dequantisation
     "DEQUANTIZATIONS", "VariationalDequantizer", "noise_draw",
+    # conditioner precision that is fast on the hardware at hand
+    "SlowBfloat16Warning", "native_bfloat16", "resolve_conditioner_dtype",
 ]

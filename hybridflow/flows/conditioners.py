@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .actnorm import ActNorm
+from .precision import warn_if_slow_bfloat16
 from .registry import Registry
 
 __all__ = [
@@ -48,7 +49,8 @@ the bound, 0.1% with it)."""
 
 
 CONDITIONER_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
-"""Precisions a conditioner may compute in (``None``: the input's own dtype)."""
+"""Precisions a conditioner may compute in (``None``: the input's own dtype). A backbone also
+takes ``"auto"``, resolved when it is built (:func:`~hybridflow.flows.precision.resolve_conditioner_dtype`)."""
 
 
 class Conditioner(nn.Module):
@@ -80,6 +82,8 @@ class Conditioner(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.compute_dtype is None or self.compute_dtype == x.dtype:
             return self.compute(x)
+        if x.dtype == torch.float32:  # autocast lowers only float32
+            warn_if_slow_bfloat16(x.device)
         with torch.autocast(device_type=x.device.type, dtype=self.compute_dtype):
             out = self.compute(x)
         return out.to(x.dtype)

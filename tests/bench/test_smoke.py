@@ -258,6 +258,25 @@ def test_compiled_ab_runs_in_turns():
     assert len(pairs) == 2 and all(_finite(rate) and rate > 0 for pair in pairs for rate in pair)
 
 
+def test_precision_ab_times_both_precisions_on_one_model_and_renders(tmp_path):
+    """bench/precision.py: per round a (float32, bfloat16) pair of positive step and log_prob times,
+    rendered as section 15's table with the CPU's bfloat16 support named."""
+    import precision
+    import render
+
+    out = tmp_path / "precision.json"
+    payload = precision.main(["--models", "mixerflow_tiny", "--shape", "1x8x8", "--batch", "4", "--rounds", "2",
+                              "--steps", "1", "--out", str(out)])
+    row = payload["rows"][0]
+    assert json.loads(out.read_text())["rows"][0]["train_seconds"] == row["train_seconds"]
+    assert len(row["train_seconds"]) == 2 and all(_finite(t) and t > 0 for pair in row["train_seconds"] for t in pair)
+    assert all(len(pair) == 2 and min(pair) > 0 for pair in row["log_prob_seconds"])
+    ratios = [b / f for f, b in row["train_seconds"]]
+    assert row["train_ratio"] == pytest.approx(sum(ratios) / 2)  # the median of two ratios is their mean
+    table = render.precision([payload])
+    assert "| mixerflow_tiny | 4 |" in table and ("native bfloat16" in table or "emulated" in table)
+
+
 @pytest.mark.skipif(not HAVE_NORMFLOWS, reason="normflows not installed (pip install -e '.[bench]')")
 def test_mixerflow_wide_matches_the_reference_parameter_count():
     """mixerflow_wide is the MixerFlow at normflows' Glow reference size (throughput targets are

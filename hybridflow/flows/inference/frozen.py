@@ -32,6 +32,7 @@ from ..actnorm import ActNorm
 from ..base import Flow
 from ..conditioners import ResidualMLP
 from ..linear import InvConv1x1, LULinear, mix_channels
+from ..precision import warn_if_slow_bfloat16
 from .folding import fold_residual_mlp
 from .kernels import linear
 
@@ -132,6 +133,8 @@ class FoldedConditioner(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         net = self._lowered[0] if self._lowered and x.dtype == torch.float32 else self.folded
         dtype = self.compute_dtype if net is not self.folded else x.dtype
+        if dtype == torch.bfloat16:
+            warn_if_slow_bfloat16(x.device)
         if self.input_bound is not None:
             x = torch.sigmoid(x * (2.0 / self.input_bound)) - 0.5  # not in place: input gradients need it
         h = x.reshape(-1, x.shape[-1]).to(dtype)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..precision import native_bfloat16
+
 __all__ = ["fused_kernels_available", "linear", "linear_add"]
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -56,5 +58,8 @@ def linear_add(x: Tensor, weight: Tensor, bias: Tensor | None, other: Tensor) ->
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    return (fused_kernels_available(x) and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
+    # bfloat16 only where the CPU computes it: without AVX512-BF16 or AMX oneDNN has no bfloat16
+    # inner product ("could not create a primitive descriptor"), and F.linear emulates it instead.
+    native = x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and native_bfloat16("cpu"))
+    return (native and fused_kernels_available(x) and x.dtype == weight.dtype
             and not (torch.is_grad_enabled() and weight.requires_grad))
