@@ -48,3 +48,20 @@ def test_kernels_step_aside_while_compiling(monkeypatch):
                                               and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
         assert not fused_kernels_available(x)
+
+
+def test_bfloat16_takes_onednn_only_where_the_cpu_computes_it(monkeypatch):
+    """Without AVX512-BF16 / AMX oneDNN has no bfloat16 inner product (it raised "could not create a
+    primitive descriptor" for the shipped models' fast copy on an AVX2 CPU): F.linear serves there."""
+    from hybridflow.flows.inference import kernels
+
+    x, weight = torch.randn(3, 4), torch.randn(5, 4)
+    with torch.no_grad():
+        fused = fused_kernels_available(x)
+        monkeypatch.setattr(kernels, "native_bfloat16", lambda device_type="cpu": False)
+        assert not kernels._use_onednn(x.bfloat16(), weight.bfloat16())
+        assert kernels._use_onednn(x, weight) == fused  # float32 is unaffected
+        torch.testing.assert_close(linear(x.bfloat16(), weight.bfloat16()), F.linear(x.bfloat16(), weight.bfloat16()),
+                                   rtol=0, atol=0)
+        monkeypatch.setattr(kernels, "native_bfloat16", lambda device_type="cpu": True)
+        assert kernels._use_onednn(x.bfloat16(), weight.bfloat16()) == fused
