@@ -312,7 +312,8 @@ def mixerflow_cpu(**overrides) -> MixerFlow:
     minutes of one CPU core it reached 1.396 test bits/dim on MNIST and 3.329 on Fashion-MNIST,
     against 1.411 and 3.327 for our Glow with the same tricks at its own best rate; with Adam at
     6e-3 and the default betas, 1.485 and 3.424 on a slower CPU, against 1.591 and 3.523 for
-    ``mixerflow_wide`` (BENCHMARKS.md, section 11).
+    ``mixerflow_wide`` (BENCHMARKS.md, section 11). On an AVX2-only CPU, in float32, 10 minutes
+    gave 1.579 on MNIST against our Glow's 1.828, and 5 minutes of its own 1.762.
 
     Example:
         >>> from hybridflow import create_backbone

@@ -66,6 +66,8 @@ class Conditioner(nn.Module):
     backbone inverts to about 1e-3 rather than 1e-5: fine for likelihoods, embeddings and
     samples, not for bit-exact reconstruction. Matmuls in bfloat16 run about 3x faster on CPUs
     with AVX512-BF16 (measured on 6272x64 @ 64x64); a whole MixerFlow training step about 1.35x.
+    On CPUs without bfloat16 units (AVX2 only) it is emulated and about 4x slower (see
+    :mod:`~hybridflow.flows.precision`).
 
     Example:
         >>> net = ResidualMLP(3, 6, hidden=16)
